@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make train` and `make test`. Both install first when needed.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install train test lint typecheck imports unit serve clean
+
+install:
+	@bash scripts/install.sh
+
+## Train a LoRA on the embedded default model and the bundled sample data.
+train: install
+	$(BIN)/largeforge run-training
+
+## Lint, type-check, import contracts, then the whole test suite.
+test: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+## Fast feedback: unit tests only.
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

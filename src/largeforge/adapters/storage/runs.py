@@ -1,0 +1,115 @@
+"""Runs on disk: `<root>/<run_id>/{config.yaml, run.json, metrics.jsonl, adapter/, merged/}`."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from largeforge.domain.errors import LargeForgeError
+from largeforge.domain.training import (
+    LoraSpec,
+    RunState,
+    StepMetrics,
+    TrainingPlan,
+    TrainingResult,
+    TrainingRun,
+)
+
+
+def run_to_dict(run: TrainingRun) -> dict[str, Any]:
+    """A JSON-ready view of a run."""
+    data = asdict(run)
+    data["state"] = run.state.value
+    data["plan"]["lora"]["target_modules"] = list(run.plan.lora.target_modules)
+    for key in ("created_at", "started_at", "finished_at"):
+        value = getattr(run, key)
+        data[key] = value.isoformat() if value else None
+    data["history"] = [{"state": s.value, "at": at.isoformat()} for s, at in run.history]
+    data["duration_seconds"] = run.duration_seconds
+    return data
+
+
+def run_from_dict(data: Mapping[str, Any]) -> TrainingRun:
+    """Rebuild a run from `run_to_dict` output."""
+    plan_data = dict(data["plan"])
+    lora_data = dict(plan_data.pop("lora"))
+    lora_data["target_modules"] = tuple(lora_data["target_modules"])
+    plan = TrainingPlan(**plan_data, lora=LoraSpec(**lora_data))
+
+    def when(key: str) -> datetime | None:
+        value = data.get(key)
+        return datetime.fromisoformat(value) if value else None
+
+    result = TrainingResult(**data["result"]) if data.get("result") else None
+    history = tuple(
+        (RunState(item["state"]), datetime.fromisoformat(item["at"]))
+        for item in data.get("history", [])
+    )
+    return TrainingRun(
+        run_id=data["run_id"],
+        plan=plan,
+        state=RunState(data["state"]),
+        created_at=when("created_at"),
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        error=data.get("error"),
+        result=result,
+        merged_dir=data.get("merged_dir"),
+        history=history,
+    )
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class FilesystemRunStore:
+    """Stores each run in its own directory under `root`, and points `root/latest` at it."""
+
+    def __init__(self, root: str | Path) -> None:
+        self._root = Path(root)
+
+    def run_dir(self, run_id: str) -> str:
+        return str(self._root / run_id)
+
+    def create(self, run: TrainingRun, config: Mapping[str, Any]) -> str:
+        directory = self._root / run.run_id
+        if (directory / "run.json").exists():
+            raise LargeForgeError(f"run directory already exists: {directory}")
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        self.save(run)
+        latest = self._root / "latest"
+        try:
+            if latest.is_symlink() or not latest.exists():
+                latest.unlink(missing_ok=True)
+                latest.symlink_to(run.run_id, target_is_directory=True)
+        except OSError:
+            pass  # symlinks are a convenience (not on every filesystem)
+        return str(directory)
+
+    def save(self, run: TrainingRun) -> None:
+        path = self._root / run.run_id / "run.json"
+        _atomic_write(path, json.dumps(run_to_dict(run), indent=2) + "\n")
+
+    def load(self, run_id: str) -> TrainingRun:
+        path = self._root / run_id / "run.json"
+        if not path.is_file():
+            raise LargeForgeError(f"no run.json in {path.parent}")
+        return run_from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def append_metrics(self, run_id: str, metrics: StepMetrics) -> None:
+        path = self._root / run_id / "metrics.jsonl"
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics.as_dict()) + "\n")

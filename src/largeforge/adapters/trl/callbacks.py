@@ -1,0 +1,92 @@
+"""transformers `TrainerCallback`s: metrics to the run store and a live progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from largeforge.application.ports import MetricsCallback
+from largeforge.domain.training import StepMetrics
+
+
+class MetricsForwarder(TrainerCallback):
+    """Turns trainer logs into `StepMetrics` (with tokens/s from TRL's `num_tokens` counter)."""
+
+    def __init__(self, sink: MetricsCallback) -> None:
+        self._sink = sink
+        self._last_tokens: float | None = None
+        self._last_time: float | None = None
+        self.latest: StepMetrics | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._last_time = time.perf_counter()
+        self._last_tokens = 0.0
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        tokens_per_second = None
+        now = time.perf_counter()
+        if "num_tokens" in logs and self._last_time is not None and "loss" in logs:
+            tokens = float(logs["num_tokens"])
+            elapsed = now - self._last_time
+            if elapsed > 0 and self._last_tokens is not None:
+                tokens_per_second = round((tokens - self._last_tokens) / elapsed, 1)
+            self._last_tokens, self._last_time = tokens, now
+        metrics = StepMetrics(
+            step=int(state.global_step),
+            loss=_float(logs.get("loss")),
+            learning_rate=_float(logs.get("learning_rate")),
+            tokens_per_second=tokens_per_second,
+            eval_loss=_float(logs.get("eval_loss")),
+            epoch=_float(logs.get("epoch")),
+        )
+        if "loss" in logs:
+            self.latest = metrics
+        self._sink(metrics)
+
+
+class ProgressBar(TrainerCallback):
+    """A tqdm bar over optimizer steps showing loss, learning rate, tokens/s and ETA."""
+
+    def __init__(self, metrics: MetricsForwarder) -> None:
+        self._metrics = metrics
+        self._bar: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(
+            total=state.max_steps,
+            desc="training",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(state.global_step - self._bar.n)
+        latest = self._metrics.latest
+        if latest is not None:
+            postfix = {"loss": f"{latest.loss:.3f}" if latest.loss is not None else "-"}
+            if latest.learning_rate is not None:
+                postfix["lr"] = f"{latest.learning_rate:.2e}"
+            if latest.tokens_per_second is not None:
+                postfix["tok/s"] = f"{latest.tokens_per_second:.0f}"
+            self._bar.set_postfix(postfix, refresh=False)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,174 @@
+"""Settings: pydantic models of the run file (YAML) and of `serve`, with one-line errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from largeforge.domain.errors import ConfigError
+from largeforge.domain.training import LoraSpec, TrainingPlan
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+M = TypeVar("M", bound=BaseModel)
+DEFAULT_DATASET = "sample"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSettings(_Strict):
+    """LoRA adapter settings (`lora:` in the run file)."""
+
+    rank: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1)
+
+
+class TrainingSettings(_Strict):
+    """Optimisation settings (`training:` in the run file)."""
+
+    max_steps: int = Field(40, description="optimizer steps; 0 or less means use `epochs`")
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(5, ge=0)
+    max_length: int = Field(256, ge=16)
+    val_size: float = Field(0.1, ge=0.0, lt=1.0)
+    logging_steps: int = Field(5, gt=0)
+    seed: int = 42
+
+
+class RunConfig(_Strict):
+    """A training run file. Every field has a default: an empty file is a valid run."""
+
+    model: str = Field(DEFAULT_MODEL, description="alias, local directory, or Hugging Face id")
+    dataset: str = Field(DEFAULT_DATASET, description="a .jsonl file, or 'sample' (bundled)")
+    output_dir: str = Field("runs", description="parent directory of run directories")
+    name: str | None = Field(None, description="run directory name (default: timestamped)")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    merge: bool = True
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+
+    def to_plan(self) -> TrainingPlan:
+        """The framework-free plan the `RunTraining` use case executes."""
+        t = self.training
+        return TrainingPlan(
+            model=self.model,
+            dataset=self.dataset,
+            lora=LoraSpec(
+                rank=self.lora.rank,
+                alpha=self.lora.alpha,
+                dropout=self.lora.dropout,
+                target_modules=tuple(self.lora.target_modules),
+            ),
+            max_steps=t.max_steps,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            learning_rate=t.learning_rate,
+            warmup_steps=t.warmup_steps,
+            max_length=t.max_length,
+            val_size=t.val_size,
+            logging_steps=t.logging_steps,
+            seed=t.seed,
+            merge=self.merge,
+        )
+
+
+class ServeSettings(_Strict):
+    """Settings of `largeforge serve`."""
+
+    model: str = DEFAULT_MODEL
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(None, gt=0)
+
+    @property
+    def model_id(self) -> str:
+        return self.served_model_name or self.model
+
+
+class Settings(_Strict):
+    """Everything the container needs: where things live, and the run/serve settings."""
+
+    home: str | None = Field(None, description="cache of converted models ($LARGEFORGE_HOME)")
+    run: RunConfig = Field(default_factory=RunConfig)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML run file (or the defaults), apply dotted overrides, validate.
+
+    Raises `ConfigError` with one line naming the file, the key and the closest valid key.
+    """
+    data: dict[str, Any] = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: invalid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[leaf] = value
+    return validate_settings(RunConfig, data, source)
+
+
+def validate_settings(model: type[M], data: dict[str, Any], source: str) -> M:
+    """Validate `data` as `model`, turning the first pydantic error into a `ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_error(model, exc)}") from None
+
+
+def describe_error(model: type[BaseModel], exc: ValidationError) -> str:
+    """One line about the first validation error, suggesting the closest valid key."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(root)"
+    if error["type"] == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f" (did you mean '{'.'.join([*loc[:-1], close[0]])}'?)" if close else ""
+        return f"unknown key '{key}'{hint}; valid keys here: {', '.join(valid)}"
+    value = error.get("input")
+    return f"'{key}': {error['msg'].lower()} (got {value!r})"
+
+
+def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = current.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)

@@ -1,0 +1,101 @@
+"""The composition root: the only module that names concrete adapters.
+
+Build it from `Settings` (`Container.from_settings`), then ask it for use cases:
+`container.run_training()`, `container.chat()`. Tests swap adapters with
+`container.trainer.override(FakeModelTrainer())` before anything is resolved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from largeforge.adapters.data.jsonl import JsonlDatasetReader
+from largeforge.adapters.models.resolver import HfModelResolver
+from largeforge.adapters.storage.runs import FilesystemRunStore
+from largeforge.adapters.system.clock import SystemClock
+from largeforge.application.chat import ChatCompletion
+from largeforge.application.ports import InferenceEngine, ModelResolver
+from largeforge.application.training import RunTraining
+from largeforge.config import Settings
+
+
+def _trl_sft_trainer(device: str) -> Any:
+    from largeforge.adapters.trl.sft import TrlSftTrainer  # heavy imports stay lazy
+
+    return TrlSftTrainer(device=device)
+
+
+def _peft_merger() -> Any:
+    from largeforge.adapters.peft.merge import PeftLoraMerger
+
+    return PeftLoraMerger()
+
+
+def _transformers_engine(
+    resolver: ModelResolver,
+    model: str,
+    model_id: str,
+    device: str,
+    dtype: str,
+    max_model_len: int | None,
+) -> InferenceEngine:
+    from largeforge.adapters.hf.inference import TransformersInferenceEngine
+
+    return TransformersInferenceEngine(
+        model_dir=resolver.resolve(model),
+        model_id=model_id,
+        device=device,
+        dtype=dtype,
+        max_model_len=max_model_len,
+    )
+
+
+def _engines_by_id(engine: InferenceEngine) -> dict[str, InferenceEngine]:
+    return {engine.model_id: engine}
+
+
+class Container(containers.DeclarativeContainer):
+    """Adapters and use cases, wired from `config` (a `Settings` dump)."""
+
+    config = providers.Configuration()
+
+    clock = providers.Singleton(SystemClock)
+    model_resolver = providers.Singleton(HfModelResolver, home=config.home)
+    dataset_reader = providers.Singleton(JsonlDatasetReader)
+    trainer = providers.Singleton(_trl_sft_trainer, device=config.run.device)
+    merger = providers.Singleton(_peft_merger)
+    run_store = providers.Singleton(FilesystemRunStore, root=config.run.output_dir)
+
+    run_training = providers.Factory(
+        RunTraining,
+        resolver=model_resolver,
+        reader=dataset_reader,
+        trainer=trainer,
+        merger=merger,
+        store=run_store,
+        clock=clock,
+    )
+
+    inference_engine = providers.Singleton(
+        _transformers_engine,
+        resolver=model_resolver,
+        model=config.serve.model,
+        model_id=config.serve.model_id,
+        device=config.serve.device,
+        dtype=config.serve.dtype,
+        max_model_len=config.serve.max_model_len,
+    )
+    engines = providers.Singleton(_engines_by_id, engine=inference_engine)
+    chat = providers.Singleton(ChatCompletion, engines=engines)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Container:
+        """A container configured from `settings` (defaults when omitted)."""
+        settings = settings or Settings()
+        container = cls()
+        data = settings.model_dump()
+        data["serve"]["model_id"] = settings.serve.model_id
+        container.config.from_dict(data)
+        return container

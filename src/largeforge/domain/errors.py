@@ -1,0 +1,53 @@
+"""Domain errors: every error LargeForge raises on purpose derives from `LargeForgeError`."""
+
+from __future__ import annotations
+
+
+class LargeForgeError(Exception):
+    """Base of all LargeForge errors. The message is one line a person can act on."""
+
+
+class ConfigError(LargeForgeError):
+    """A run file or option is invalid (unknown key, wrong type, missing file)."""
+
+
+class ModelNotFoundError(LargeForgeError):
+    """A model reference resolved to nothing: not an alias, not a local path, not reachable."""
+
+
+class DatasetError(LargeForgeError):
+    """A dataset cannot be read or holds no usable rows."""
+
+
+class InvalidTransitionError(LargeForgeError):
+    """A state machine was asked for a transition its current state does not allow."""
+
+
+class TrainingError(LargeForgeError):
+    """Training failed inside the trainer backend."""
+
+
+class BackendUnavailableError(LargeForgeError):
+    """A required library or device is missing; the message names the fix."""
+
+
+class InvalidRequestError(LargeForgeError):
+    """A generation request is invalid; `param` names the offending parameter."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """The prompt plus the requested tokens do not fit the model's context window."""
+
+
+class ModelNotServedError(LargeForgeError):
+    """A request named a model this server does not serve."""
+
+    def __init__(self, model: str, available: tuple[str, ...]) -> None:
+        names = ", ".join(available) or "none"
+        super().__init__(f"The model '{model}' does not exist. Available models: {names}.")
+        self.model = model
+        self.available = available

@@ -1,0 +1,168 @@
+"""Training plans, LoRA settings, and the `TrainingRun` state machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from largeforge.domain.errors import InvalidTransitionError
+
+
+@dataclass(frozen=True, slots=True)
+class LoraSpec:
+    """Low-rank adapter settings. `target_modules=("all-linear",)` adapts every linear layer."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("all-linear",)
+
+    def __post_init__(self) -> None:
+        if self.rank <= 0:
+            raise ValueError(f"LoRA rank must be positive, got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha must be positive, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ValueError("LoRA needs at least one target module")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPlan:
+    """Everything a trainer needs to know, as plain values."""
+
+    model: str
+    dataset: str
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    max_steps: int = 40
+    epochs: float = 1.0
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    warmup_steps: int = 5
+    max_length: int = 256
+    val_size: float = 0.1
+    logging_steps: int = 5
+    seed: int = 42
+    merge: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0 or self.gradient_accumulation_steps <= 0:
+            raise ValueError("batch size and gradient accumulation must be positive")
+        if not 0.0 <= self.val_size < 1.0:
+            raise ValueError(f"val_size must be in [0, 1), got {self.val_size}")
+        if self.max_length < 16:
+            raise ValueError(f"max_length must be at least 16, got {self.max_length}")
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.gradient_accumulation_steps
+
+
+class RunState(StrEnum):
+    """Lifecycle of a training run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.FAILED, RunState.INTERRUPTED}),
+    RunState.RUNNING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.INTERRUPTED}),
+    RunState.INTERRUPTED: frozenset({RunState.RUNNING, RunState.FAILED}),
+    RunState.FAILED: frozenset(),
+    RunState.SUCCEEDED: frozenset(),
+}
+
+
+def allowed_transitions(state: RunState) -> frozenset[RunState]:
+    """The states a run in `state` may move to."""
+    return _TRANSITIONS[state]
+
+
+@dataclass(frozen=True, slots=True)
+class StepMetrics:
+    """One logged training step."""
+
+    step: int
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eval_loss: float | None = None
+    epoch: float | None = None
+
+    def as_dict(self) -> dict[str, float | int]:
+        items = {
+            "step": self.step,
+            "loss": self.loss,
+            "learning_rate": self.learning_rate,
+            "tokens_per_second": self.tokens_per_second,
+            "eval_loss": self.eval_loss,
+            "epoch": self.epoch,
+        }
+        return {k: v for k, v in items.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingResult:
+    """What a trainer hands back."""
+
+    adapter_dir: str
+    steps: int
+    train_loss: float | None
+    eval_loss_before: float | None
+    eval_loss_after: float | None
+    train_examples: int
+    eval_examples: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRun:
+    """A training run and its history. Transitions return a new run; illegal ones raise."""
+
+    run_id: str
+    plan: TrainingPlan
+    state: RunState = RunState.PENDING
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    result: TrainingResult | None = None
+    merged_dir: str | None = None
+    history: tuple[tuple[RunState, datetime], ...] = ()
+
+    def _move(self, target: RunState, at: datetime) -> TrainingRun:
+        if target not in _TRANSITIONS[self.state]:
+            raise InvalidTransitionError(
+                f"run {self.run_id}: cannot go from {self.state.value} to {target.value}"
+            )
+        return replace(self, state=target, history=(*self.history, (target, at)))
+
+    def start(self, at: datetime) -> TrainingRun:
+        run = self._move(RunState.RUNNING, at)
+        return replace(run, started_at=self.started_at or at, error=None)
+
+    def succeed(self, at: datetime, result: TrainingResult, merged_dir: str | None) -> TrainingRun:
+        run = self._move(RunState.SUCCEEDED, at)
+        return replace(run, finished_at=at, result=result, merged_dir=merged_dir)
+
+    def fail(self, at: datetime, error: str) -> TrainingRun:
+        return replace(self._move(RunState.FAILED, at), finished_at=at, error=error)
+
+    def interrupt(self, at: datetime, reason: str = "interrupted") -> TrainingRun:
+        return replace(self._move(RunState.INTERRUPTED, at), error=reason)
+
+    @property
+    def is_terminal(self) -> bool:
+        return not _TRANSITIONS[self.state]
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

@@ -1,0 +1,87 @@
+"""`largeforge doctor`: what is installed, what is missing, and how to fix it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import sys
+
+_DEPENDENCIES = (
+    ("torch", "torch", "make install (installs the CPU or CUDA build of torch)"),
+    ("transformers", "transformers", "pip install 'transformers>=5.16.1,<5.18'"),
+    ("trl", "trl", "pip install 'trl>=1.16,<1.17'"),
+    ("peft", "peft", "pip install 'peft>=0.21,<0.22'"),
+    ("accelerate", "accelerate", "pip install accelerate"),
+    ("datasets", "datasets", "pip install datasets"),
+    ("gguf", "gguf", "pip install gguf"),
+    ("litestar", "litestar", "pip install litestar"),
+    ("uvicorn", "uvicorn", "pip install uvicorn"),
+    ("cyclopts", "cyclopts", "pip install cyclopts"),
+    ("dependency_injector", "dependency-injector", "pip install dependency-injector"),
+    ("pydantic", "pydantic", "pip install pydantic"),
+    ("structlog", "structlog", "pip install structlog"),
+)
+_OPTIONAL = (
+    ("vllm", "vllm", "pip install 'largeforge[vllm]' (vLLM backend)"),
+    ("llmcompressor", "llmcompressor", "pip install 'largeforge[quant]' (AWQ/GPTQ)"),
+)
+
+
+def doctor() -> int:
+    """Check Python, torch and the device, every dependency, and the embedded default model.
+
+    Exits 1 when something required is missing.
+    """
+    problems = 0
+    _line("ok", "python", f"{platform.python_version()} ({sys.executable})")
+    for module, dist, fix in _DEPENDENCIES:
+        problems += _check_package(module, dist, fix, required=True)
+    for module, dist, fix in _OPTIONAL:
+        _check_package(module, dist, fix, required=False)
+    problems += _check_device()
+    problems += _check_default_model()
+    print(f"\n{'all required checks passed' if not problems else f'{problems} problem(s) found'}")
+    return 1 if problems else 0
+
+
+def _line(status: str, what: str, detail: str) -> None:
+    print(f"{status:>8}  {what:<22} {detail}")
+
+
+def _check_package(module: str, dist: str, fix: str, *, required: bool) -> int:
+    if importlib.util.find_spec(module) is None:
+        _line("missing" if required else "optional", module, f"fix: {fix}")
+        return 1 if required else 0
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown version"
+    _line("ok", module, version)
+    return 0
+
+
+def _check_device() -> int:
+    try:
+        from largeforge.adapters.system.device import detect_device
+
+        info = detect_device()
+    except Exception as exc:  # torch missing or broken
+        _line("missing", "device", f"{type(exc).__name__}: {exc}")
+        return 1
+    _line("ok", "device", f"{info.kind} ({info.name}), dtype {info.dtype_name}")
+    return 0
+
+
+def _check_default_model() -> int:
+    from largeforge.adapters.models.resolver import ALIASES, DEFAULT_MODEL, largeforge_home
+
+    spec = ALIASES[DEFAULT_MODEL]
+    gguf = spec.locate()
+    if gguf is None:
+        _line("missing", DEFAULT_MODEL, f"fix: {spec.install_hint}")
+        return 1
+    converted = largeforge_home() / "models" / DEFAULT_MODEL
+    state = "converted" if (converted / "config.json").is_file() else "converted on first use"
+    _line("ok", DEFAULT_MODEL, f"{gguf.name} ({state}: {converted})")
+    return 0

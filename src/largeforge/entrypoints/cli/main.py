@@ -1,0 +1,66 @@
+"""The `largeforge` command. Heavy commands are registered lazily so `--help` stays fast."""
+
+from __future__ import annotations
+
+import sys
+
+from cyclopts import App
+from cyclopts.exceptions import CycloptsError
+
+from largeforge.domain.errors import (
+    ConfigError,
+    DatasetError,
+    LargeForgeError,
+    ModelNotFoundError,
+)
+from largeforge.version import __version__
+
+app = App(
+    name="largeforge",
+    help="From data to a fine-tuned, quantized, routed and served open LLM.",
+    version=__version__,
+)
+# Lazy ("module:function") so that `largeforge --help` does not import torch.
+app.command(
+    "largeforge.entrypoints.cli.training:run_training",
+    name="run-training",
+    help="Fine-tune a LoRA adapter (default: embedded SmolLM2 + bundled sample data), then merge.",
+)
+app.command(
+    "largeforge.entrypoints.cli.serve:serve",
+    name="serve",
+    help="Serve a model over an OpenAI-compatible HTTP API.",
+)
+app.command(
+    "largeforge.entrypoints.cli.doctor:doctor",
+    name="doctor",
+    help="Check Python, torch, the device, dependencies and the default model.",
+)
+
+EXIT_USAGE = 2
+"""Exit code for bad input: options, config, data, model references."""
+
+_INPUT_ERRORS = (ConfigError, DatasetError, ModelNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; LargeForge errors become one line on stderr and an exit code."""
+    from largeforge.entrypoints.logs import configure_logging
+
+    configure_logging()
+    tokens = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(tokens, exit_on_error=False, result_action="return_value")
+    except CycloptsError:
+        return EXIT_USAGE  # cyclopts has already printed what was wrong
+    except LargeForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, _INPUT_ERRORS) else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

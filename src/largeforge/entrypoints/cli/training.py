@@ -1,0 +1,76 @@
+"""`largeforge run-training`: the main job."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from largeforge.config import Settings, load_run_config
+
+
+def run_training(
+    config: Path | None = None,
+    /,
+    *,
+    max_steps: int | None = None,
+    output: str | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    name: str | None = None,
+) -> int:
+    """Fine-tune a LoRA adapter, merge it, and record the run.
+
+    With no CONFIG it trains on the embedded SmolLM2-135M-Instruct model and the bundled
+    sample data.
+
+    Parameters
+    ----------
+    config
+        YAML run file; every key is optional.
+    max_steps
+        Optimizer steps (overrides training.max_steps).
+    output
+        Parent directory of run directories (overrides output_dir).
+    model
+        Model alias, local directory or Hugging Face id (overrides model).
+    dataset
+        Dataset .jsonl file, or 'sample' (overrides dataset).
+    name
+        Run directory name (default: timestamped).
+    """
+    from largeforge.container import Container
+
+    run_config = load_run_config(
+        config,
+        {
+            "training.max_steps": max_steps,
+            "output_dir": output,
+            "model": model,
+            "dataset": dataset,
+            "name": name,
+        },
+    )
+    container = Container.from_settings(Settings(run=run_config))
+    use_case = container.run_training()
+    outcome = use_case.execute(
+        run_config.to_plan(), config=run_config.model_dump(mode="json"), run_id=run_config.name
+    )
+    result = outcome.run.result
+    print(f"\nrun {outcome.run.run_id}: {outcome.run.state.value}", file=sys.stdout)
+    print(f"  run directory: {outcome.run_dir}")
+    if result is not None:
+        print(f"  steps: {result.steps}  train loss: {_fmt(result.train_loss)}")
+        print(
+            f"  eval loss: {_fmt(result.eval_loss_before)} -> {_fmt(result.eval_loss_after)}"
+        )
+        print(f"  adapter: {result.adapter_dir}")
+    if outcome.run.merged_dir:
+        print(f"  merged model: {outcome.run.merged_dir}")
+        print("\nServe it with:")
+        print(f"  largeforge serve --model {shlex.quote(outcome.run.merged_dir)}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,3 @@
+"""LargeForge version."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""FilesystemRunStore: run.json round-trips, metrics append, `latest` points at the newest run."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from largeforge.adapters.storage.runs import FilesystemRunStore, run_from_dict, run_to_dict
+from largeforge.domain import LargeForgeError, LoraSpec, StepMetrics, TrainingPlan, TrainingResult, TrainingRun
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def finished_run(run_id: str = "run-1") -> TrainingRun:
+    plan = TrainingPlan(model="m", dataset="d", lora=LoraSpec(target_modules=("q_proj", "v_proj")))
+    run = TrainingRun(run_id, plan, created_at=T0).start(T0)
+    return run.succeed(T0, TrainingResult("a", 3, 1.0, 2.0, 1.5, 10, 2), "merged")
+
+
+def test_run_round_trips_through_json() -> None:
+    run = finished_run()
+    assert run_from_dict(json.loads(json.dumps(run_to_dict(run)))) == run
+
+
+def test_store_writes_config_state_and_metrics(tmp_path: Path) -> None:
+    store = FilesystemRunStore(tmp_path)
+    run = TrainingRun("run-1", TrainingPlan(model="m", dataset="d"), created_at=T0)
+    directory = Path(store.create(run, {"model": "m", "training": {"max_steps": 3}}))
+    assert (directory / "config.yaml").read_text().startswith("model: m")
+    assert json.loads((directory / "run.json").read_text())["state"] == "pending"
+    store.append_metrics("run-1", StepMetrics(step=1, loss=2.5, learning_rate=1e-4))
+    store.append_metrics("run-1", StepMetrics(step=1, eval_loss=2.0))
+    lines = (directory / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"step": 1, "loss": 2.5, "learning_rate": 1e-4},
+        {"step": 1, "eval_loss": 2.0},
+    ]
+    store.save(finished_run())
+    assert store.load("run-1").state.value == "succeeded"
+    assert (tmp_path / "latest").resolve() == directory.resolve()
+
+
+def test_latest_moves_to_the_newest_run(tmp_path: Path) -> None:
+    store = FilesystemRunStore(tmp_path)
+    for name in ("a", "b"):
+        store.create(TrainingRun(name, TrainingPlan(model="m", dataset="d")), {})
+    assert (tmp_path / "latest").resolve() == (tmp_path / "b").resolve()
+
+
+def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
+    store = FilesystemRunStore(tmp_path)
+    run = TrainingRun("same", TrainingPlan(model="m", dataset="d"))
+    store.create(run, {})
+    with pytest.raises(LargeForgeError, match="already exists"):
+        store.create(run, {})

@@ -1,0 +1,77 @@
+"""Shared fixtures: sample examples, a container wired with fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from largeforge.config import RunConfig, ServeSettings, Settings
+from largeforge.container import Container
+from largeforge.domain import Conversation, LoadedDataset, Message, Role, SftExample
+from tests.fakes import (
+    FakeClock,
+    FakeInferenceEngine,
+    FakeModelMerger,
+    FakeModelResolver,
+    FakeModelTrainer,
+    InMemoryDatasetReader,
+    InMemoryRunStore,
+)
+
+
+def make_example(question: str, answer: str, system: str | None = None) -> SftExample:
+    messages = [Message(Role.SYSTEM, system)] if system else []
+    messages += [Message(Role.USER, question), Message(Role.ASSISTANT, answer)]
+    return SftExample(Conversation(tuple(messages)), source="test")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with the SmolLM2 tokenizer, built once per test session."""
+    from tests.support import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture
+def examples() -> tuple[SftExample, ...]:
+    return tuple(make_example(f"question {i}?", f"answer {i}.") for i in range(20))
+
+
+@pytest.fixture
+def fakes(examples: tuple[SftExample, ...]) -> dict[str, Any]:
+    return {
+        "clock": FakeClock(),
+        "resolver": FakeModelResolver(),
+        "reader": InMemoryDatasetReader(
+            {"data.jsonl": LoadedDataset(examples, format="messages")}
+        ),
+        "trainer": FakeModelTrainer(),
+        "merger": FakeModelMerger(),
+        "store": InMemoryRunStore(),
+        "engine": FakeInferenceEngine(),
+    }
+
+
+@pytest.fixture
+def container(fakes: dict[str, Any]) -> Iterator[Any]:
+    """The real composition root with every adapter overridden by a fake."""
+    settings = Settings(
+        run=RunConfig(model="tiny", dataset="data.jsonl", training={"max_steps": 3}),
+        serve=ServeSettings(model="tiny", served_model_name="fake-model"),
+    )
+    c = Container.from_settings(settings)
+    c.clock.override(fakes["clock"])
+    c.model_resolver.override(fakes["resolver"])
+    c.dataset_reader.override(fakes["reader"])
+    c.trainer.override(fakes["trainer"])
+    c.merger.override(fakes["merger"])
+    c.run_store.override(fakes["store"])
+    c.inference_engine.override(fakes["engine"])
+    yield c
+    c.unwire()
+    c.reset_override()
+    c.reset_singletons()

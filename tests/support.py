@@ -1,0 +1,36 @@
+"""Builders for test models: a tiny random Llama around the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_model(out: Path, seed: int = 0) -> Path:
+    """Save a 2-layer, hidden-64 Llama with SmolLM2's tokenizer and chat template to `out`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from largeforge.adapters.models.resolver import packaged_tokenizer
+
+    tokenizer = packaged_tokenizer("smollm2-135m-instruct")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,79 @@
+"""Run files: defaults, overrides, and one-line errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from largeforge.config import RunConfig, load_run_config
+from largeforge.domain import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_gives_the_embedded_defaults() -> None:
+    config = load_run_config(None)
+    assert config.model == "smollm2-135m-instruct"
+    assert config.dataset == "sample"
+    plan = config.to_plan()
+    assert plan.lora.target_modules == ("all-linear",)
+    assert plan.max_steps == config.training.max_steps
+
+
+def test_empty_file_is_a_valid_run(tmp_path: Path) -> None:
+    assert load_run_config(write(tmp_path, "")) == RunConfig()
+
+
+def test_file_values_and_cli_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "model: a/b\ntraining:\n  max_steps: 7\n  learning_rate: 1e-4\n")
+    config = load_run_config(path, {"training.max_steps": 3, "output_dir": None})
+    assert config.model == "a/b"
+    assert config.training.max_steps == 3
+    assert config.training.learning_rate == 1e-4
+    assert config.output_dir == "runs"
+
+
+def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
+    path = write(tmp_path, "training:\n  lerning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    message = str(info.value)
+    assert "unknown key 'training.lerning_rate'" in message
+    assert "did you mean 'training.learning_rate'" in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'modle'.*did you mean 'model'"):
+        load_run_config(write(tmp_path, "modle: x\n"))
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'training.max_steps'.*integer.*'ten'"):
+        load_run_config(write(tmp_path, "training:\n  max_steps: ten\n"))
+
+
+def test_out_of_range_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'lora.rank'.*greater than 0"):
+        load_run_config(write(tmp_path, "lora:\n  rank: 0\n"))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+        load_run_config("nope.yaml")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid YAML at line 2"):
+        load_run_config(write(tmp_path, "model: a\n  bad: [\n"))
+
+
+def test_non_mapping_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_run_config(write(tmp_path, "- a\n- b\n"))

@@ -1,0 +1,134 @@
+"""The TrainingRun state machine: legal transitions only, terminal states are final."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from largeforge.domain import (
+    InvalidTransitionError,
+    LoraSpec,
+    RunState,
+    TrainingPlan,
+    TrainingResult,
+    TrainingRun,
+)
+from largeforge.domain.training import allowed_transitions
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PLAN = TrainingPlan(model="m", dataset="d")
+RESULT = TrainingResult("a", 1, 1.0, 2.0, 1.0, 10, 2)
+
+
+def test_happy_path_records_history_and_duration() -> None:
+    run = TrainingRun("r", PLAN, created_at=T0)
+    run = run.start(T0 + timedelta(seconds=1))
+    run = run.succeed(T0 + timedelta(seconds=11), RESULT, "merged")
+    assert run.state is RunState.SUCCEEDED
+    assert [s for s, _ in run.history] == [RunState.RUNNING, RunState.SUCCEEDED]
+    assert run.duration_seconds == 10
+    assert run.is_terminal
+
+
+def test_interrupted_run_can_resume_and_keeps_first_start() -> None:
+    run = TrainingRun("r", PLAN).start(T0).interrupt(T0 + timedelta(seconds=5), "killed")
+    assert run.state is RunState.INTERRUPTED and run.error == "killed"
+    resumed = run.start(T0 + timedelta(seconds=9))
+    assert resumed.state is RunState.RUNNING
+    assert resumed.started_at == T0
+    assert resumed.error is None
+
+
+@pytest.mark.parametrize("terminal", [RunState.SUCCEEDED, RunState.FAILED])
+def test_terminal_states_refuse_every_transition(terminal: RunState) -> None:
+    run = TrainingRun("r", PLAN).start(T0)
+    run = run.succeed(T0, RESULT, None) if terminal is RunState.SUCCEEDED else run.fail(T0, "x")
+    for attempt in (
+        lambda: run.start(T0),
+        lambda: run.fail(T0, "again"),
+        lambda: run.interrupt(T0),
+        lambda: run.succeed(T0, RESULT, None),
+    ):
+        with pytest.raises(InvalidTransitionError, match=terminal.value):
+            attempt()
+
+
+def test_cannot_succeed_without_running() -> None:
+    with pytest.raises(InvalidTransitionError, match="pending to succeeded"):
+        TrainingRun("r", PLAN).succeed(T0, RESULT, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"rank": 0}, "rank"), ({"alpha": -1}, "alpha"), ({"dropout": 1.0}, "dropout"),
+     ({"target_modules": ()}, "target")],
+)
+def test_lora_spec_rejects_invalid_values(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LoraSpec(**kwargs)  # type: ignore[arg-type]
+
+
+class RunMachine(RuleBasedStateMachine):
+    """Random sequences of transitions: each either succeeds legally or raises, never corrupts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run = TrainingRun("r", PLAN, created_at=T0)
+        self.clock = T0
+        self.transitions = 0
+
+    def _attempt(self, target: RunState, move: object) -> None:
+        self.clock += timedelta(seconds=1)
+        before = self.run
+        legal = target in allowed_transitions(before.state)
+        try:
+            self.run = move(self.clock)  # type: ignore[operator]
+        except InvalidTransitionError:
+            assert not legal
+            assert self.run is before
+        else:
+            assert legal
+            self.transitions += 1
+
+    @rule()
+    def start(self) -> None:
+        self._attempt(RunState.RUNNING, self.run.start)
+
+    @rule()
+    def succeed(self) -> None:
+        self._attempt(RunState.SUCCEEDED, lambda at: self.run.succeed(at, RESULT, None))
+
+    @rule(reason=st.text(max_size=10))
+    def fail(self, reason: str) -> None:
+        self._attempt(RunState.FAILED, lambda at: self.run.fail(at, reason))
+
+    @rule()
+    def interrupt(self) -> None:
+        self._attempt(RunState.INTERRUPTED, self.run.interrupt)
+
+    @invariant()
+    def history_matches_state(self) -> None:
+        assert len(self.run.history) == self.transitions
+        if self.run.history:
+            assert self.run.history[-1][0] is self.run.state
+        times = [at for _, at in self.run.history]
+        assert times == sorted(times)
+
+    @invariant()
+    def finished_iff_terminal(self) -> None:
+        assert (self.run.finished_at is not None) == self.run.is_terminal
+
+
+TestRunMachine = RunMachine.TestCase
+
+
+@given(st.sampled_from(list(RunState)))
+def test_transition_table_never_leaves_terminal(state: RunState) -> None:
+    if state in (RunState.SUCCEEDED, RunState.FAILED):
+        assert allowed_transitions(state) == frozenset()
+    else:
+        assert RunState.FAILED in allowed_transitions(state)
