@@ -46,9 +46,7 @@ def fakes(examples: tuple[SftExample, ...]) -> dict[str, Any]:
     return {
         "clock": FakeClock(),
         "resolver": FakeModelResolver(),
-        "reader": InMemoryDatasetReader(
-            {"data.jsonl": LoadedDataset(examples, format="messages")}
-        ),
+        "reader": InMemoryDatasetReader({"data.jsonl": LoadedDataset(examples, format="messages")}),
         "trainer": FakeModelTrainer(),
         "merger": FakeModelMerger(),
         "store": InMemoryRunStore(),

@@ -33,7 +33,7 @@ class LoraSettings(_Strict):
 class TrainingSettings(_Strict):
     """Optimisation settings (`training:` in the run file)."""
 
-    max_steps: int = Field(40, description="optimizer steps; 0 or less means use `epochs`")
+    max_steps: int = Field(30, description="optimizer steps; 0 or less means use `epochs`")
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(4, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
@@ -128,7 +128,9 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping of settings, got {type(loaded).__name__}"
+            )
         data = loaded
     for dotted, value in (overrides or {}).items():
         if value is None:

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from largeforge.adapters.storage.runs import FilesystemRunStore, run_from_dict, run_to_dict
-from largeforge.domain import LargeForgeError, LoraSpec, StepMetrics, TrainingPlan, TrainingResult, TrainingRun
+from largeforge.domain import (
+    LargeForgeError,
+    LoraSpec,
+    StepMetrics,
+    TrainingPlan,
+    TrainingResult,
+    TrainingRun,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -21,10 +21,19 @@ def test_prompt_completion_rows_keep_the_final_assistant_turn() -> None:
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    examples = [make_example(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.") for i in range(24)]
+    examples = [
+        make_example(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.") for i in range(24)
+    ]
     plan = TrainingPlan(
-        model="tiny", dataset="mem", lora=LoraSpec(rank=4, alpha=8), max_steps=6,
-        batch_size=4, learning_rate=5e-3, warmup_steps=0, logging_steps=2, max_length=64,
+        model="tiny",
+        dataset="mem",
+        lora=LoraSpec(rank=4, alpha=8),
+        max_steps=6,
+        batch_size=4,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        logging_steps=2,
+        max_length=64,
     )
     run_dir = tmp_path_factory.mktemp("run")
     metrics: list[StepMetrics] = []
@@ -38,7 +47,8 @@ def test_training_writes_an_adapter_and_reports_metrics(trained: dict[str, objec
     result = trained["result"]
     metrics = trained["metrics"]
     assert result.steps == 6  # type: ignore[attr-defined]
-    assert result.train_examples == 20 and result.eval_examples == 4  # type: ignore[attr-defined]
+    assert result.train_examples == 20
+    assert result.eval_examples == 4
     adapter = Path(result.adapter_dir)  # type: ignore[attr-defined]
     assert (adapter / "adapter_config.json").is_file()
     assert (adapter / "adapter_model.safetensors").is_file()
@@ -54,18 +64,22 @@ def test_training_writes_an_adapter_and_reports_metrics(trained: dict[str, objec
     assert result.eval_loss_after < result.eval_loss_before  # type: ignore[attr-defined]
 
 
-def test_merge_matches_base_plus_adapter(trained: dict[str, object], tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_merge_matches_base_plus_adapter(
+    trained: dict[str, object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     merger = PeftLoraMerger(tolerance=1e-4)
     out = merger.merge(str(tiny_model_dir), trained["result"].adapter_dir, str(tmp_path / "merged"))  # type: ignore[attr-defined]
-    assert merger.last_max_abs_diff is not None and merger.last_max_abs_diff < 1e-4
+    assert merger.last_max_abs_diff is not None
+    assert merger.last_max_abs_diff < 1e-4
     merged_dir = Path(out)
     assert not list(merged_dir.glob("adapter_*"))
     model = AutoModelForCausalLM.from_pretrained(merged_dir)
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.chat_template
+    assert tokenizer.eos_token == "<|im_end|>"
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     ids = tokenizer("hello", return_tensors="pt")
     with torch.no_grad():

@@ -39,8 +39,11 @@ def test_unknown_model_names_the_available_ones(container: Any) -> None:
 
 @pytest.mark.parametrize(
     ("params", "param"),
-    [({"max_tokens": 0}, "max_tokens"), ({"temperature": 3.0}, "temperature"),
-     ({"top_p": 0.0}, "top_p")],
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": 3.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+    ],
 )
 def test_invalid_sampling_params_name_the_parameter(params: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as info:

@@ -97,12 +97,21 @@ def test_serve_with_unknown_model_exits_2(tmp_path: Path) -> None:
     result = run_cli("serve", "--model", "org/not-cached", cwd=tmp_path)
     assert result.returncode == 2
     (line,) = error_lines(result)
-    assert "hub cache" in line and "HF_HUB_OFFLINE" in line
+    assert "hub cache" in line
+    assert "HF_HUB_OFFLINE" in line
 
 
 def test_doctor_reports_every_dependency(tmp_path: Path) -> None:
     result = run_cli("doctor", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("python", "torch", "transformers", "trl", "peft", "device", "smollm2-135m-instruct"):
+    for name in (
+        "python",
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "device",
+        "smollm2-135m-instruct",
+    ):
         assert name in result.stdout
     assert "all required checks passed" in result.stdout

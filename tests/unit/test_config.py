@@ -65,7 +65,7 @@ def test_out_of_range_value(tmp_path: Path) -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+    with pytest.raises(ConfigError, match=r"config file not found: nope\.yaml"):
         load_run_config("nope.yaml")
 
 

@@ -67,13 +67,18 @@ def test_max_completion_tokens_wins_and_text_parts_are_joined(
     client: TestClient[Any], fakes: dict[str, Any]
 ) -> None:
     parts = [{"type": "text", "text": "a b "}, {"type": "text", "text": "c"}]
-    body = chat_body(messages=[{"role": "user", "content": parts}], max_tokens=1,
-                     max_completion_tokens=5, temperature=0)
+    body = chat_body(
+        messages=[{"role": "user", "content": parts}],
+        max_tokens=1,
+        max_completion_tokens=5,
+        temperature=0,
+    )
     response = client.post("/v1/chat/completions", json=body)
     assert response.json()["choices"][0]["message"]["content"] == "a b c"
     assert response.json()["choices"][0]["finish_reason"] == "stop"
     params = fakes["engine"].requests[-1][1]
-    assert params.max_tokens == 5 and params.greedy
+    assert params.max_tokens == 5
+    assert params.greedy
 
 
 @pytest.mark.parametrize(

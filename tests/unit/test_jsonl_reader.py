@@ -24,7 +24,12 @@ def test_reads_messages_and_alpaca_rows(tmp_path: Path) -> None:
     path = write_rows(
         tmp_path,
         [
-            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"},
+                ]
+            },
             {"instruction": "Add", "input": "1 and 2", "output": "3", "system": "be brief"},
         ],
     )
@@ -32,7 +37,11 @@ def test_reads_messages_and_alpaca_rows(tmp_path: Path) -> None:
     assert data.format == "alpaca+messages"
     assert data.issues == ()
     alpaca = data.examples[1]
-    assert [m.role for m in alpaca.conversation.messages] == [Role.SYSTEM, Role.USER, Role.ASSISTANT]
+    assert [m.role for m in alpaca.conversation.messages] == [
+        Role.SYSTEM,
+        Role.USER,
+        Role.ASSISTANT,
+    ]
     assert alpaca.prompt[-1].content == "Add\n\n1 and 2"
     assert alpaca.completion.content == "3"
     assert alpaca.source == "data.jsonl:2"
@@ -46,13 +55,33 @@ def test_reads_messages_and_alpaca_rows(tmp_path: Path) -> None:
         ({"text": "x"}, "unknown row format", None),
         ({"messages": []}, "non-empty list", "messages"),
         ({"messages": [{"role": "bot", "content": "x"}]}, "unknown role 'bot'", "messages[0].role"),
-        ({"messages": [{"role": "user", "content": 3}]}, "content must be a string", "messages[0].content"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]},
-         "empty assistant turn", "messages[1].content"),
-        ({"messages": [{"role": "user", "content": "q"}]}, "end with an assistant turn", "messages"),
+        (
+            {"messages": [{"role": "user", "content": 3}]},
+            "content must be a string",
+            "messages[0].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]},
+            "empty assistant turn",
+            "messages[1].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "q"}]},
+            "end with an assistant turn",
+            "messages",
+        ),
         ({"messages": [{"role": "assistant", "content": "a"}]}, "alternate", "messages"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
-                       {"role": "assistant", "content": "a"}]}, "only come first", "messages"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "only come first",
+            "messages",
+        ),
         ({"instruction": "x"}, "'output' must be a string", "output"),
         ({"instruction": "x", "output": ""}, "empty output", "output"),
         ({"instruction": "x", "output": "y", "input": 5}, "'input' must be a string", "input"),
@@ -74,14 +103,14 @@ def test_bad_rows_are_skipped_and_reported(
 
 
 def test_missing_file_names_it() -> None:
-    with pytest.raises(DatasetError, match="dataset file not found: nope.jsonl"):
+    with pytest.raises(DatasetError, match=r"dataset file not found: nope\.jsonl"):
         JsonlDatasetReader().read("nope.jsonl")
 
 
 def test_unsupported_extension(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text("a,b\n")
-    with pytest.raises(DatasetError, match="unsupported file type '.csv'"):
+    with pytest.raises(DatasetError, match=r"unsupported file type '\.csv'"):
         JsonlDatasetReader().read(str(path))
 
 
@@ -95,11 +124,13 @@ def test_bundled_sample_is_clean_and_large_enough() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["messages", "role", "content", "instruction", "output", "input", "x"]),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["messages", "role", "content", "instruction", "output", "input", "x"]),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=12,
 )

@@ -34,7 +34,9 @@ def test_hub_id_fails_fast_when_offline(tmp_path: Path, monkeypatch: pytest.Monk
         HfModelResolver(home=tmp_path).resolve("someone/some-model")
 
 
-def test_hub_id_fails_fast_when_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_id_fails_fast_when_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     # A closed port on loopback: the connect is refused at once.
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")

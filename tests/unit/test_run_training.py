@@ -33,9 +33,12 @@ def test_successful_run_is_recorded_end_to_end(container: Any, fakes: dict[str, 
     assert call["model_dir"] == "/models/tiny"
     assert len(call["train"]) + len(call["eval"]) == 20
     assert len(call["eval"]) == 2  # val_size 0.1
-    assert merger.merges == [("/models/tiny", f"{outcome.run_dir}/adapter", f"{outcome.run_dir}/merged")]
+    assert merger.merges == [
+        ("/models/tiny", f"{outcome.run_dir}/adapter", f"{outcome.run_dir}/merged")
+    ]
     assert run.merged_dir == f"{outcome.run_dir}/merged"
-    assert run.result is not None and run.result.eval_loss_after < run.result.eval_loss_before
+    assert run.result is not None
+    assert run.result.eval_loss_after < run.result.eval_loss_before
 
 
 def test_no_merge_when_plan_says_so(container: Any, fakes: dict[str, Any]) -> None:
@@ -60,7 +63,8 @@ def test_unexpected_exception_is_recorded_with_its_type(
     with pytest.raises(RuntimeError):
         container.run_training().execute(plan_for(container))
     (run,) = fakes["store"].runs.values()
-    assert run.state is RunState.FAILED and run.error == "RuntimeError: boom"
+    assert run.state is RunState.FAILED
+    assert run.error == "RuntimeError: boom"
 
 
 def test_ctrl_c_marks_the_run_interrupted(container: Any, fakes: dict[str, Any]) -> None:

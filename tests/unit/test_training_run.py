@@ -36,7 +36,8 @@ def test_happy_path_records_history_and_duration() -> None:
 
 def test_interrupted_run_can_resume_and_keeps_first_start() -> None:
     run = TrainingRun("r", PLAN).start(T0).interrupt(T0 + timedelta(seconds=5), "killed")
-    assert run.state is RunState.INTERRUPTED and run.error == "killed"
+    assert run.state is RunState.INTERRUPTED
+    assert run.error == "killed"
     resumed = run.start(T0 + timedelta(seconds=9))
     assert resumed.state is RunState.RUNNING
     assert resumed.started_at == T0
@@ -64,8 +65,12 @@ def test_cannot_succeed_without_running() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"rank": 0}, "rank"), ({"alpha": -1}, "alpha"), ({"dropout": 1.0}, "dropout"),
-     ({"target_modules": ()}, "target")],
+    [
+        ({"rank": 0}, "rank"),
+        ({"alpha": -1}, "alpha"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"target_modules": ()}, "target"),
+    ],
 )
 def test_lora_spec_rejects_invalid_values(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -21,7 +21,13 @@ from largeforge.domain.errors import (
     ModelNotServedError,
     TrainingError,
 )
-from largeforge.domain.generation import ChatRequest, Completion, FinishReason, SamplingParams, Usage
+from largeforge.domain.generation import (
+    ChatRequest,
+    Completion,
+    FinishReason,
+    SamplingParams,
+    Usage,
+)
 from largeforge.domain.training import (
     LoraSpec,
     RunState,

@@ -36,7 +36,7 @@ class TrainingPlan:
     model: str
     dataset: str
     lora: LoraSpec = field(default_factory=LoraSpec)
-    max_steps: int = 40
+    max_steps: int = 30
     epochs: float = 1.0
     batch_size: int = 4
     gradient_accumulation_steps: int = 1

@@ -48,10 +48,12 @@ def parse_messages_row(row: dict[str, Any]) -> Conversation:
         role = item.get("role")
         content = item.get("content")
         try:
-            parsed_role = Role(role)
+            parsed_role = Role(role) if isinstance(role, str) else None
         except ValueError:
+            parsed_role = None
+        if parsed_role is None:
             allowed = ", ".join(r.value for r in Role)
-            raise RowError(f"unknown role {role!r} (allowed: {allowed})", f"{where}.role") from None
+            raise RowError(f"unknown role {role!r} (allowed: {allowed})", f"{where}.role")
         if not isinstance(content, str):
             raise RowError("content must be a string", f"{where}.content")
         if parsed_role is Role.ASSISTANT and not content.strip():
@@ -88,8 +90,7 @@ def detect_row_format(row: dict[str, Any]) -> str:
     if "instruction" in row or "output" in row:
         return "alpaca"
     raise RowError(
-        f"unknown row format with keys {sorted(row)}: expected 'messages' or "
-        "'instruction'/'output'"
+        f"unknown row format with keys {sorted(row)}: expected 'messages' or 'instruction'/'output'"
     )
 
 

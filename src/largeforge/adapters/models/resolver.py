@@ -159,7 +159,9 @@ def packaged_tokenizer(alias: str) -> Any:
     spec = ALIASES[alias]
     gguf = spec.locate()
     if gguf is None:
-        raise ModelNotFoundError(f"model '{alias}' needs the package '{spec.package}': {spec.install_hint}")
+        raise ModelNotFoundError(
+            f"model '{alias}' needs the package '{spec.package}': {spec.install_hint}"
+        )
     return _load_tokenizer(gguf, spec)
 
 

@@ -12,7 +12,7 @@ from largeforge.application.ports import MetricsCallback
 from largeforge.domain.training import StepMetrics
 
 
-class MetricsForwarder(TrainerCallback):
+class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
     """Turns trainer logs into `StepMetrics` (with tokens/s from TRL's `num_tokens` counter)."""
 
     def __init__(self, sink: MetricsCallback) -> None:
@@ -50,7 +50,7 @@ class MetricsForwarder(TrainerCallback):
         self._sink(metrics)
 
 
-class ProgressBar(TrainerCallback):
+class ProgressBar(TrainerCallback):  # type: ignore[misc]
     """A tqdm bar over optimizer steps showing loss, learning rate, tokens/s and ETA."""
 
     def __init__(self, metrics: MetricsForwarder) -> None:

@@ -83,7 +83,7 @@ class TrlSftTrainer:
 
         train_ds = Dataset.from_list([to_prompt_completion(e) for e in train])
         eval_ds = Dataset.from_list([to_prompt_completion(e) for e in evaluation])
-        work_dir = Path(run_dir) / "trainer"
+        work_dir = Path(run_dir) / "checkpoints"
         args = SFTConfig(
             output_dir=str(work_dir),
             max_steps=plan.max_steps if plan.max_steps > 0 else -1,
@@ -110,6 +110,8 @@ class TrlSftTrainer:
             gradient_checkpointing=False,
             disable_tqdm=True,
             dataloader_num_workers=0,
+            # Batches of similar lengths: far less padding, about 2x faster on CPU here.
+            train_sampling_strategy="group_by_length",
         )
         forwarder = MetricsForwarder(on_metrics)
         trainer = SFTTrainer(
@@ -139,6 +141,8 @@ class TrlSftTrainer:
         steps = int(trainer.state.global_step)
         eval_after = self._evaluate(trainer, eval_ds, step=steps)
 
+        if work_dir.is_dir() and not any(work_dir.iterdir()):
+            work_dir.rmdir()
         adapter_dir = Path(run_dir) / "adapter"
         trainer.save_model(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))

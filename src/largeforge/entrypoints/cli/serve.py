@@ -30,7 +30,8 @@ def serve(
     port
         TCP port (0 picks a free one).
     api_key
-        Accepted bearer key; repeat for several. Also read from LARGEFORGE_API_KEYS (comma-separated).
+        Accepted bearer key; repeat for several. Also read from LARGEFORGE_API_KEYS
+        (comma-separated).
     served_model_name
         Model id clients use (default: the --model value).
     device

@@ -61,9 +61,7 @@ def run_training(
     print(f"  run directory: {outcome.run_dir}")
     if result is not None:
         print(f"  steps: {result.steps}  train loss: {_fmt(result.train_loss)}")
-        print(
-            f"  eval loss: {_fmt(result.eval_loss_before)} -> {_fmt(result.eval_loss_after)}"
-        )
+        print(f"  eval loss: {_fmt(result.eval_loss_before)} -> {_fmt(result.eval_loss_after)}")
         print(f"  adapter: {result.adapter_dir}")
     if outcome.run.merged_dir:
         print(f"  merged model: {outcome.run.merged_dir}")

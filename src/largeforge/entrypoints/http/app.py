@@ -45,15 +45,17 @@ def _serving(state: State) -> Serving:
     return serving
 
 
-def api_key_guard(keys: Sequence[str]) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def api_key_guard(
+    keys: Sequence[str],
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
     """A guard accepting `Authorization: Bearer <key>` for any of `keys` (constant-time)."""
     encoded = [k.encode() for k in keys]
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if not encoded:
             return
         header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, _sep, token = header.partition(" ")
         given = token.strip().encode() if scheme.lower() == "bearer" else b""
         # Compare against every key so timing does not reveal which one nearly matched.
         matched = False
@@ -88,7 +90,12 @@ def list_models(state: State) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": int(serving.started_at), "owned_by": "largeforge"}
+            {
+                "id": name,
+                "object": "model",
+                "created": int(serving.started_at),
+                "owned_by": "largeforge",
+            }
             for name in chat.models()
         ],
     }

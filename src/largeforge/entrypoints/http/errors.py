@@ -8,6 +8,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from largeforge.domain.errors import (
     ContextLengthExceededError,
@@ -38,25 +39,33 @@ _HTTP_TYPES = {
 }
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
+def _json(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[Any]:
     return Response(content=body, status_code=status, headers=headers or {})
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
-    type_, code = _HTTP_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    type_, code = _HTTP_TYPES.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None)
+    )
     headers = dict(exc.headers or {})
     if status == 503:
         headers.setdefault("Retry-After", "5")
     return _json(status, error_body(str(exc.detail), type_, None, code), headers)
 
 
-def handle_invalid_request(request: Request[Any, Any, Any], exc: InvalidRequestError) -> Response[Any]:
+def handle_invalid_request(
+    request: Request[Any, Any, Any], exc: InvalidRequestError
+) -> Response[Any]:
     code = "context_length_exceeded" if isinstance(exc, ContextLengthExceededError) else None
     return _json(400, error_body(str(exc), "invalid_request_error", exc.param, code))
 
 
-def handle_model_not_served(request: Request[Any, Any, Any], exc: ModelNotServedError) -> Response[Any]:
+def handle_model_not_served(
+    request: Request[Any, Any, Any], exc: ModelNotServedError
+) -> Response[Any]:
     return _json(404, error_body(str(exc), "invalid_request_error", "model", "model_not_found"))
 
 
@@ -73,7 +82,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: handle_http_exception,
     InvalidRequestError: handle_invalid_request,
     ModelNotServedError: handle_model_not_served,
