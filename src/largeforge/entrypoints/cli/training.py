@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -41,6 +43,7 @@ def run_training(
     """
     from largeforge.container import Container
 
+    _sigterm_interrupts()
     run_config = load_run_config(
         config,
         {
@@ -68,6 +71,16 @@ def run_training(
         print("\nServe it with:")
         print(f"  largeforge serve --model {shlex.quote(outcome.run.merged_dir)}")
     return 0
+
+
+def _sigterm_interrupts() -> None:
+    """Treat SIGTERM like Ctrl-C, so a killed run is recorded as interrupted, not lost."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    with contextlib.suppress(ValueError):  # not in the main thread (embedded use)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _fmt(value: float | None) -> str:

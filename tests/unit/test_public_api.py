@@ -1,0 +1,39 @@
+"""The embedding API shown in the README: build the container in code, swap adapters, run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fakes import FakeModelMerger, FakeModelResolver, FakeModelTrainer
+
+
+def test_readme_embedding_example_runs_with_swapped_adapters(tmp_path: Path) -> None:
+    from largeforge import Container, RunConfig, Settings
+
+    config = RunConfig(model="tiny", output_dir=str(tmp_path / "runs"), training={"max_steps": 2})
+    container = Container.from_settings(Settings(run=config))
+    container.model_resolver.override(FakeModelResolver())
+    container.trainer.override(FakeModelTrainer())
+    container.merger.override(FakeModelMerger())
+
+    outcome = container.run_training().execute(config.to_plan(), config=config.model_dump())
+
+    assert outcome.run.state.value == "succeeded"
+    run_dir = Path(outcome.run_dir)
+    assert run_dir.parent == tmp_path / "runs"
+    assert (run_dir / "run.json").is_file()  # the real filesystem store and the bundled sample
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    code = (
+        "import sys, largeforge\n"
+        "from largeforge import Container, RunConfig, Settings\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
