@@ -14,6 +14,16 @@ from pathlib import Path
 import httpx
 
 
+def largeforge(*args: str) -> list[str]:
+    """The argv that runs the `largeforge` CLI with this interpreter."""
+    return [sys.executable, "-m", "largeforge.entrypoints.cli.main", *args]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for CLI subprocesses: JSON logs so tests can read them."""
+    return os.environ | {"LARGEFORGE_LOG_JSON": "1"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -24,21 +34,12 @@ def free_port() -> int:
 def running_server(*args: str, log: Path, timeout: float = 240) -> Iterator[str]:
     """Yield the base URL once `/health` answers 200; stop the server afterwards."""
     port = free_port()
-    env = os.environ | {"LARGEFORGE_LOG_JSON": "1"}
     with log.open("w") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "largeforge.entrypoints.cli.main",
-                "serve",
-                "--port",
-                str(port),
-                *args,
-            ],
+            largeforge("serve", "--port", str(port), *args),
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=cli_env(),
         )
         base = f"http://127.0.0.1:{port}"
         try:

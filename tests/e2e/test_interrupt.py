@@ -3,39 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.server import cli_env, largeforge
+
 pytestmark = pytest.mark.slow
 
 
 def test_sigterm_marks_the_run_interrupted(tiny_model_dir: Path, tmp_path: Path) -> None:
-    env = os.environ | {"LARGEFORGE_LOG_JSON": "1"}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "largeforge.entrypoints.cli.main",
+        largeforge(
             "run-training",
-            "--model",
-            str(tiny_model_dir),
-            "--max-steps",
-            "100000",
-            "--name",
-            "killed",
-            "--output",
-            str(tmp_path / "runs"),
-        ],
+            *("--model", str(tiny_model_dir), "--max-steps", "100000"),
+            *("--name", "killed", "--output", str(tmp_path / "runs")),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=cli_env(),
     )
     run_json = tmp_path / "runs" / "killed" / "run.json"
     deadline = time.monotonic() + 180

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.server import running_server
+from tests.e2e.server import cli_env, largeforge, running_server
 
 pytestmark = pytest.mark.slow
 KEY = "sk-e2e"
@@ -29,20 +27,11 @@ def test_cli_training_then_serving_with_the_openai_client(
         "training: {max_steps: 4, batch_size: 4, learning_rate: 0.005, logging_steps: 1,"
         " warmup_steps: 0, max_length: 128}\n"
     )
-    env = os.environ | {"LARGEFORGE_LOG_JSON": "1"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "largeforge.entrypoints.cli.main",
-            "run-training",
-            str(config),
-            "--output",
-            str(tmp_path / "runs"),
-        ],
+        largeforge("run-training", str(config), "--output", str(tmp_path / "runs")),
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(),
         timeout=600,
         check=False,
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Literal
 
 from largeforge.config import DEFAULT_MODEL, ServeSettings, Settings, validate_settings
+from largeforge.domain.errors import ConfigError
 
 
 def serve(
@@ -41,13 +43,14 @@ def serve(
     max_model_len
         Context window to enforce (default: the model's).
     """
+    import structlog
     import uvicorn
 
     from largeforge.container import Container
     from largeforge.entrypoints.http.app import create_app
 
     keys = list(api_key or [])
-    keys += [k for k in os.environ.get("LARGEFORGE_API_KEYS", "").split(",") if k.strip()]
+    keys += [k.strip() for k in os.environ.get("LARGEFORGE_API_KEYS", "").split(",") if k.strip()]
     settings = validate_settings(
         ServeSettings,
         {
@@ -65,5 +68,17 @@ def serve(
     container = Container.from_settings(Settings(serve=settings))
     container.model_resolver().resolve(settings.model)  # fail fast on a bad reference
     app = create_app(container, api_keys=settings.api_keys)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # Bind first so the real address (port 0 picks a free one) can be announced.
+    try:
+        sock = socket.create_server((settings.host, settings.port))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{bound_host}:{bound_port}/v1"
+    structlog.get_logger(__name__).info("listening", url=url, model=settings.model_id)
+    print(f"Serving {settings.model_id} at {url}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
