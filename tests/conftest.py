@@ -10,14 +10,15 @@ import pytest
 
 from largeforge.config import RunConfig, ServeSettings, Settings
 from largeforge.container import Container
-from largeforge.domain import Conversation, LoadedDataset, Message, Role, SftExample
+from largeforge.domain import Conversation, Message, Role, SftExample
 from tests.fakes import (
     FakeClock,
+    FakeEncoderFactory,
     FakeInferenceEngine,
     FakeModelMerger,
     FakeModelResolver,
     FakeModelTrainer,
-    InMemoryDatasetReader,
+    InMemoryRowSource,
     InMemoryRunStore,
 )
 
@@ -41,12 +42,24 @@ def examples() -> tuple[SftExample, ...]:
     return tuple(make_example(f"question {i}?", f"answer {i}.") for i in range(20))
 
 
+def messages_row(question: str, answer: str) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
+    }
+
+
 @pytest.fixture
-def fakes(examples: tuple[SftExample, ...]) -> dict[str, Any]:
+def fakes() -> dict[str, Any]:
     return {
         "clock": FakeClock(),
         "resolver": FakeModelResolver(),
-        "reader": InMemoryDatasetReader({"data.jsonl": LoadedDataset(examples, format="messages")}),
+        "rows": InMemoryRowSource(
+            {"data.jsonl": [messages_row(f"question {i}?", f"answer {i}.") for i in range(20)]}
+        ),
+        "encoders": FakeEncoderFactory(),
         "trainer": FakeModelTrainer(),
         "merger": FakeModelMerger(),
         "store": InMemoryRunStore(),
@@ -64,7 +77,8 @@ def container(fakes: dict[str, Any]) -> Iterator[Any]:
     c = Container.from_settings(settings)
     c.clock.override(fakes["clock"])
     c.model_resolver.override(fakes["resolver"])
-    c.dataset_reader.override(fakes["reader"])
+    c.row_source.override(fakes["rows"])
+    c.encoder_factory.override(fakes["encoders"])
     c.trainer.override(fakes["trainer"])
     c.merger.override(fakes["merger"])
     c.run_store.override(fakes["store"])

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from largeforge.application.ports import MetricsCallback
+from largeforge.application.ports import MetricsCallback, RawRow
 from largeforge.domain import (
     Completion,
     DatasetError,
     FinishReason,
-    LoadedDataset,
     Message,
     ModelNotFoundError,
+    Role,
     SamplingParams,
     SftExample,
     StepMetrics,
@@ -24,6 +24,7 @@ from largeforge.domain import (
     TrainingRun,
     Usage,
 )
+from largeforge.domain.datasets import EncodedExample, TextExample
 
 
 class FakeClock:
@@ -47,14 +48,49 @@ class FakeModelResolver:
         return self.known[ref]
 
 
-class InMemoryDatasetReader:
-    def __init__(self, datasets: Mapping[str, LoadedDataset]) -> None:
+class InMemoryRowSource:
+    """Rows kept in memory by source name; a `str` row stands for an undecodable line."""
+
+    def __init__(self, datasets: Mapping[str, list[Any]]) -> None:
         self.datasets = dict(datasets)
 
-    def read(self, source: str) -> LoadedDataset:
+    def name(self, source: str) -> str:
+        return source
+
+    def rows(self, source: str) -> Iterator[RawRow]:
         if source not in self.datasets:
             raise DatasetError(f"dataset file not found: {source}")
-        return self.datasets[source]
+        for line, row in enumerate(self.datasets[source], start=1):
+            if isinstance(row, str):
+                yield RawRow(line, error=f"invalid JSON: {row}")
+            else:
+                yield RawRow(line, row)
+
+
+class FakeEncoder:
+    """One token per word, plus an end-of-turn token (id 2); assistant turns are trainable."""
+
+    def encode(self, example: SftExample) -> EncodedExample:
+        ids: list[int] = []
+        trainable: list[bool] = []
+        for message in example.conversation.messages:
+            words = message.content.split()
+            ids += [10 + len(w) for w in words] + [2]
+            trainable += [message.role is Role.ASSISTANT] * (len(words) + 1)
+        return EncodedExample(tuple(ids), tuple(trainable), example.source)
+
+    def encode_text(self, example: TextExample) -> EncodedExample:
+        ids = (*tuple(10 + len(w) for w in example.text.split()), 2)
+        return EncodedExample(ids, (True,) * len(ids), example.source)
+
+
+class FakeEncoderFactory:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def for_model(self, model_dir: str, train_on: str = "all") -> FakeEncoder:
+        self.requests.append((model_dir, train_on))
+        return FakeEncoder()
 
 
 @dataclass
@@ -68,8 +104,8 @@ class FakeModelTrainer:
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[SftExample],
-        evaluation: Sequence[SftExample],
+        train: Sequence[EncodedExample],
+        evaluation: Sequence[EncodedExample],
         run_dir: str,
         on_metrics: MetricsCallback,
     ) -> TrainingResult:
@@ -107,6 +143,7 @@ class InMemoryRunStore:
         self.states: dict[str, list[str]] = {}
         self.configs: dict[str, Mapping[str, Any]] = {}
         self.metrics: dict[str, list[StepMetrics]] = {}
+        self.documents: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     def run_dir(self, run_id: str) -> str:
         return f"{self.root}/{run_id}"
@@ -126,6 +163,9 @@ class InMemoryRunStore:
 
     def append_metrics(self, run_id: str, metrics: StepMetrics) -> None:
         self.metrics[run_id].append(metrics)
+
+    def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
+        self.documents[(run_id, name)] = payload
 
 
 class FakeInferenceEngine:

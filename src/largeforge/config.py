@@ -10,7 +10,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from largeforge.domain.errors import ConfigError
+from largeforge.domain.formats import DatasetFormat, DatasetSpec
 from largeforge.domain.training import LoraSpec, TrainingPlan
+from largeforge.domain.validation import Dedupe, OnError, TooLong, ValidationPolicy
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 M = TypeVar("M", bound=BaseModel)
@@ -28,6 +30,50 @@ class LoraSettings(_Strict):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1)
+
+
+FormatName = Literal["alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"]
+
+
+class DatasetSettings(_Strict):
+    """One dataset: a file (.jsonl, .json, .parquet, .csv), a `save_to_disk` directory, a hub
+    id, or `sample` (bundled)."""
+
+    path: str
+    format: FormatName | None = Field(None, description="default: detected from the rows")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical field -> column name in this file"
+    )
+    weight: float | None = Field(None, gt=0, description="share when mixing several datasets")
+    count: int | None = Field(None, gt=0, description="rows to take when mixing")
+
+    def to_spec(self) -> DatasetSpec:
+        return DatasetSpec(
+            source=self.path,
+            format=DatasetFormat(self.format) if self.format else None,
+            columns=tuple(sorted(self.columns.items())),
+            weight=self.weight,
+            count=self.count,
+        )
+
+
+class ValidationSettings(_Strict):
+    """What bad rows cost (`validation:` in the run file)."""
+
+    on_error: Literal["skip", "fail"] = "skip"
+    max_skip_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    dedupe: Literal["none", "exact", "normalized"] = "exact"
+    too_long: Literal["skip", "truncate"] = "skip"
+    clean_text: bool = True
+
+    def to_policy(self) -> ValidationPolicy:
+        return ValidationPolicy(
+            on_error=OnError(self.on_error),
+            max_skip_fraction=self.max_skip_fraction,
+            dedupe=Dedupe(self.dedupe),
+            too_long=TooLong(self.too_long),
+            clean_text=self.clean_text,
+        )
 
 
 class TrainingSettings(_Strict):
@@ -49,7 +95,11 @@ class RunConfig(_Strict):
     """A training run file. Every field has a default: an empty file is a valid run."""
 
     model: str = Field(DEFAULT_MODEL, description="alias, local directory, or Hugging Face id")
-    dataset: str = Field(DEFAULT_DATASET, description="a .jsonl file, or 'sample' (bundled)")
+    dataset: str | DatasetSettings | list[str | DatasetSettings] = Field(
+        DEFAULT_DATASET, description="a path, a dataset mapping, or a list of them (mixed)"
+    )
+    train_on: Literal["all", "last"] = Field("all", description="assistant turns to train on")
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     output_dir: str = Field("runs", description="parent directory of run directories")
     name: str | None = Field(None, description="run directory name (default: timestamped)")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -57,12 +107,21 @@ class RunConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
 
+    def dataset_specs(self) -> tuple[DatasetSpec, ...]:
+        items = self.dataset if isinstance(self.dataset, list) else [self.dataset]
+        return tuple(
+            DatasetSettings(path=item).to_spec() if isinstance(item, str) else item.to_spec()
+            for item in items
+        )
+
     def to_plan(self) -> TrainingPlan:
         """The framework-free plan the `RunTraining` use case executes."""
         t = self.training
         return TrainingPlan(
             model=self.model,
-            dataset=self.dataset,
+            datasets=self.dataset_specs(),
+            validation=self.validation.to_policy(),
+            train_on=self.train_on,
             lora=LoraSpec(
                 rank=self.lora.rank,
                 alpha=self.lora.alpha,

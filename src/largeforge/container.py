@@ -11,11 +11,12 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
-from largeforge.adapters.data.jsonl import JsonlDatasetReader
+from largeforge.adapters.data.sources import FileRowSource
 from largeforge.adapters.models.resolver import HfModelResolver
 from largeforge.adapters.storage.runs import FilesystemRunStore
 from largeforge.adapters.system.clock import SystemClock
 from largeforge.application.chat import ChatCompletion
+from largeforge.application.data import PrepareDataset
 from largeforge.application.ports import InferenceEngine, ModelResolver
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
@@ -25,6 +26,12 @@ def _trl_sft_trainer(device: str) -> Any:
     from largeforge.adapters.trl.sft import TrlSftTrainer  # heavy imports stay lazy
 
     return TrlSftTrainer(device=device)
+
+
+def _hf_encoder_factory() -> Any:
+    from largeforge.adapters.hf.chat_template import HfEncoderFactory
+
+    return HfEncoderFactory()
 
 
 def _peft_merger() -> Any:
@@ -63,7 +70,9 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     model_resolver = providers.Singleton(HfModelResolver, home=config.home)
-    dataset_reader = providers.Singleton(JsonlDatasetReader)
+    row_source = providers.Singleton(FileRowSource)
+    encoder_factory = providers.Singleton(_hf_encoder_factory)
+    prepare_dataset = providers.Factory(PrepareDataset, source=row_source)
     trainer = providers.Singleton(_trl_sft_trainer, device=config.run.device)
     merger = providers.Singleton(_peft_merger)
     run_store = providers.Singleton(FilesystemRunStore, root=config.run.output_dir)
@@ -71,7 +80,8 @@ class Container(containers.DeclarativeContainer):
     run_training = providers.Factory(
         RunTraining,
         resolver=model_resolver,
-        reader=dataset_reader,
+        prepare=prepare_dataset,
+        encoders=encoder_factory,
         trainer=trainer,
         merger=merger,
         store=run_store,

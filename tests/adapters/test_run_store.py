@@ -17,12 +17,15 @@ from largeforge.domain import (
     TrainingResult,
     TrainingRun,
 )
+from largeforge.domain.formats import DatasetSpec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def finished_run(run_id: str = "run-1") -> TrainingRun:
-    plan = TrainingPlan(model="m", dataset="d", lora=LoraSpec(target_modules=("q_proj", "v_proj")))
+    plan = TrainingPlan(
+        model="m", datasets=(DatasetSpec("d"),), lora=LoraSpec(target_modules=("q_proj", "v_proj"))
+    )
     run = TrainingRun(run_id, plan, created_at=T0).start(T0)
     return run.succeed(T0, TrainingResult("a", 3, 1.0, 2.0, 1.5, 10, 2), "merged")
 
@@ -34,7 +37,7 @@ def test_run_round_trips_through_json() -> None:
 
 def test_store_writes_config_state_and_metrics(tmp_path: Path) -> None:
     store = FilesystemRunStore(tmp_path)
-    run = TrainingRun("run-1", TrainingPlan(model="m", dataset="d"), created_at=T0)
+    run = TrainingRun("run-1", TrainingPlan(model="m", datasets=(DatasetSpec("d"),)), created_at=T0)
     directory = Path(store.create(run, {"model": "m", "training": {"max_steps": 3}}))
     assert (directory / "config.yaml").read_text().startswith("model: m")
     assert json.loads((directory / "run.json").read_text())["state"] == "pending"
@@ -53,13 +56,13 @@ def test_store_writes_config_state_and_metrics(tmp_path: Path) -> None:
 def test_latest_moves_to_the_newest_run(tmp_path: Path) -> None:
     store = FilesystemRunStore(tmp_path)
     for name in ("a", "b"):
-        store.create(TrainingRun(name, TrainingPlan(model="m", dataset="d")), {})
+        store.create(TrainingRun(name, TrainingPlan(model="m", datasets=(DatasetSpec("d"),))), {})
     assert (tmp_path / "latest").resolve() == (tmp_path / "b").resolve()
 
 
 def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     store = FilesystemRunStore(tmp_path)
-    run = TrainingRun("same", TrainingPlan(model="m", dataset="d"))
+    run = TrainingRun("same", TrainingPlan(model="m", datasets=(DatasetSpec("d"),)))
     store.create(run, {})
     with pytest.raises(LargeForgeError, match="already exists"):
         store.create(run, {})

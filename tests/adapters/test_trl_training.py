@@ -7,26 +7,30 @@ from pathlib import Path
 
 import pytest
 
+from largeforge.adapters.hf.chat_template import HfEncoderFactory
 from largeforge.adapters.peft.merge import PeftLoraMerger
-from largeforge.adapters.trl.sft import TrlSftTrainer, to_prompt_completion
+from largeforge.adapters.trl.sft import TrlSftTrainer, to_columns
 from largeforge.domain import LoraSpec, StepMetrics, TrainingPlan
+from largeforge.domain.datasets import EncodedExample
+from largeforge.domain.formats import DatasetSpec
 from tests.conftest import make_example
 
 
-def test_prompt_completion_rows_keep_the_final_assistant_turn() -> None:
-    row = to_prompt_completion(make_example("q", "a", system="s"))
-    assert row["prompt"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
-    assert row["completion"] == [{"role": "assistant", "content": "a"}]
+def test_columns_carry_labels_only_where_trained() -> None:
+    encoded = EncodedExample((5, 6, 7), (False, True, True))
+    assert to_columns([encoded]) == {"input_ids": [[5, 6, 7]], "labels": [[-100, 6, 7]]}
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
     examples = [
-        make_example(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}.") for i in range(24)
+        encoder.encode(make_example(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}."))
+        for i in range(24)
     ]
     plan = TrainingPlan(
         model="tiny",
-        dataset="mem",
+        datasets=(DatasetSpec("mem"),),
         lora=LoraSpec(rank=4, alpha=8),
         max_steps=6,
         batch_size=4,

@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes import FakeModelMerger, FakeModelResolver, FakeModelTrainer
+from tests.fakes import (
+    FakeEncoderFactory,
+    FakeModelMerger,
+    FakeModelResolver,
+    FakeModelTrainer,
+)
 
 
 def test_readme_embedding_example_runs_with_swapped_adapters(tmp_path: Path) -> None:
@@ -15,6 +20,7 @@ def test_readme_embedding_example_runs_with_swapped_adapters(tmp_path: Path) -> 
     config = RunConfig(model="tiny", output_dir=str(tmp_path / "runs"), training={"max_steps": 2})
     container = Container.from_settings(Settings(run=config))
     container.model_resolver.override(FakeModelResolver())
+    container.encoder_factory.override(FakeEncoderFactory())
     container.trainer.override(FakeModelTrainer())
     container.merger.override(FakeModelMerger())
 

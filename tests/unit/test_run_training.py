@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from largeforge.domain import DatasetError, LoadedDataset, ModelNotFoundError, RunState
-from largeforge.domain.datasets import DatasetIssue
+from largeforge.domain import DatasetError, ModelNotFoundError, RunState
 from largeforge.domain.errors import TrainingError
+from largeforge.domain.formats import DatasetFormat, DatasetSpec
+from largeforge.domain.validation import DatasetPolicyError
+from tests.conftest import messages_row
 
 
 def plan_for(container: Any, **changes: Any) -> Any:
@@ -33,6 +35,9 @@ def test_successful_run_is_recorded_end_to_end(container: Any, fakes: dict[str, 
     assert call["model_dir"] == "/models/tiny"
     assert len(call["train"]) + len(call["eval"]) == 20
     assert len(call["eval"]) == 2  # val_size 0.1
+    first = call["train"][0]
+    assert first.trainable_tokens == 3  # "answer", "N." and the end-of-turn token
+    assert fakes["encoders"].requests == [("/models/tiny", "all")]
     assert merger.merges == [
         ("/models/tiny", f"{outcome.run_dir}/adapter", f"{outcome.run_dir}/merged")
     ]
@@ -86,11 +91,69 @@ def test_unknown_model_fails_before_training(container: Any, fakes: dict[str, An
 def test_dataset_with_only_bad_rows_fails_with_a_count(
     container: Any, fakes: dict[str, Any]
 ) -> None:
-    issues = tuple(DatasetIssue("bad.jsonl", i, "invalid JSON") for i in range(1, 4))
-    fakes["reader"].datasets["bad.jsonl"] = LoadedDataset((), issues)
-    with pytest.raises(DatasetError, match=r"no usable rows \(3 skipped\)"):
-        container.run_training().execute(plan_for(container, dataset="bad.jsonl"))
+    fakes["rows"].datasets["bad.jsonl"] = ["{nope", "[1", "{]"]
+    with pytest.raises(DatasetError, match=r"no usable rows \(3 of 3 skipped\)"):
+        container.run_training().execute(plan_for(container, datasets=(DatasetSpec("bad.jsonl"),)))
     assert fakes["trainer"].calls == []
+
+
+def test_too_many_bad_rows_fail_before_the_model_is_touched(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    good = [messages_row(f"q{i}", f"a{i}") for i in range(18)]
+    bad = [{"messages": [{"role": "wizard", "content": "x"}]}, {"instruction": 3}]
+    fakes["rows"].datasets["mixed.jsonl"] = good + bad
+    plan = plan_for(container, datasets=(DatasetSpec("mixed.jsonl", DatasetFormat.MESSAGES),))
+    with pytest.raises(
+        DatasetPolicyError, match=r"2 of 20 rows skipped \(10.0% > max_skip_fraction 5.0%\)"
+    ) as info:
+        container.run_training().execute(plan)
+    assert fakes["trainer"].calls == []
+    (report,) = info.value.reports
+    assert [(i.line, i.kind) for i in report.issues] == [
+        (19, "unknown_role"),
+        (20, "missing_field"),
+    ]
+    (run,) = fakes["store"].runs.values()
+    assert run.state is RunState.FAILED
+    documents = fakes["store"].documents
+    (saved,) = documents.values()
+    assert saved["datasets"][0]["skipped"] == 2
+
+
+def test_bad_rows_within_policy_are_skipped_and_reported(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    rows = [messages_row(f"q{i}", f"a{i}") for i in range(40)] + ["{broken"]
+    fakes["rows"].datasets["ok.jsonl"] = rows
+    container.run_training().execute(plan_for(container, datasets=(DatasetSpec("ok.jsonl"),)))
+    call = fakes["trainer"].calls[0]
+    assert len(call["train"]) + len(call["eval"]) == 40
+    (saved,) = fakes["store"].documents.values()
+    assert saved["datasets"][0]["issues"][0]["kind"] == "invalid_json"
+
+
+def test_datasets_are_mixed_by_count(container: Any, fakes: dict[str, Any]) -> None:
+    fakes["rows"].datasets["extra.jsonl"] = [
+        {"instruction": f"i{i}", "output": f"o{i}"} for i in range(30)
+    ]
+    plan = plan_for(
+        container,
+        datasets=(DatasetSpec("data.jsonl"), DatasetSpec("extra.jsonl", count=5)),
+        val_size=0.0,
+    )
+    container.run_training().execute(plan)
+    assert len(fakes["trainer"].calls[0]["train"]) == 25
+
+
+def test_preference_data_is_refused_for_sft(container: Any, fakes: dict[str, Any]) -> None:
+    fakes["rows"].datasets["prefs.jsonl"] = [
+        {"prompt": f"q{i}", "chosen": "good", "rejected": f"bad{i}"} for i in range(5)
+    ]
+    with pytest.raises(DatasetError, match="train with DPO"):
+        container.run_training().execute(
+            plan_for(container, datasets=(DatasetSpec("prefs.jsonl"),))
+        )
 
 
 def test_explicit_run_id_names_the_run(container: Any, fakes: dict[str, Any]) -> None:

@@ -17,10 +17,11 @@ from largeforge.domain import (
     TrainingResult,
     TrainingRun,
 )
+from largeforge.domain.formats import DatasetSpec
 from largeforge.domain.training import allowed_transitions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-PLAN = TrainingPlan(model="m", dataset="d")
+PLAN = TrainingPlan(model="m", datasets=(DatasetSpec("d"),))
 RESULT = TrainingResult("a", 1, 1.0, 2.0, 1.0, 10, 2)
 
 

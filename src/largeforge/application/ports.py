@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from largeforge.domain.datasets import LoadedDataset, Message, SftExample
+from largeforge.domain.datasets import (
+    EncodedExample,
+    Message,
+    SftExample,
+    TextExample,
+)
 from largeforge.domain.generation import Completion, SamplingParams
 from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingResult, TrainingRun
 
@@ -28,22 +34,15 @@ class ModelResolver(Protocol):
 
 
 @runtime_checkable
-class DatasetReader(Protocol):
-    """Reads a dataset source into examples, reporting every row it could not use."""
-
-    def read(self, source: str) -> LoadedDataset: ...
-
-
-@runtime_checkable
 class ModelTrainer(Protocol):
-    """Fine-tunes a model directory on examples and writes an adapter under `run_dir`."""
+    """Fine-tunes a model directory on encoded examples and writes an adapter under `run_dir`."""
 
     def train(
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[SftExample],
-        evaluation: Sequence[SftExample],
+        train: Sequence[EncodedExample],
+        evaluation: Sequence[EncodedExample],
         run_dir: str,
         on_metrics: MetricsCallback,
     ) -> TrainingResult: ...
@@ -70,6 +69,10 @@ class RunStore(Protocol):
 
     def append_metrics(self, run_id: str, metrics: StepMetrics) -> None: ...
 
+    def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
+        """Write a JSON document (e.g. the data report) into the run's directory."""
+        ...
+
     def run_dir(self, run_id: str) -> str: ...
 
 
@@ -86,3 +89,39 @@ class InferenceEngine(Protocol):
     async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """One decoded row of a source, or why it could not be decoded."""
+
+    line: int
+    value: Any = None
+    error: str | None = None
+
+
+@runtime_checkable
+class RowSource(Protocol):
+    """Reads the rows of a dataset source (file, directory, hub id) in order."""
+
+    def rows(self, source: str) -> Iterator[RawRow]: ...
+
+    def name(self, source: str) -> str:
+        """A short name for reports (the file name)."""
+        ...
+
+
+@runtime_checkable
+class ExampleEncoder(Protocol):
+    """Renders records with the model's chat template into token ids and a training mask."""
+
+    def encode(self, example: SftExample) -> EncodedExample: ...
+
+    def encode_text(self, example: TextExample) -> EncodedExample: ...
+
+
+@runtime_checkable
+class EncoderFactory(Protocol):
+    """Builds the `ExampleEncoder` of a model directory (loads only its tokenizer)."""
+
+    def for_model(self, model_dir: str, train_on: str = "all") -> ExampleEncoder: ...

@@ -1,4 +1,4 @@
-"""The `RunTraining` use case: resolve, read, split, train, merge, record."""
+"""The `RunTraining` use case: resolve, prepare data, split, train, merge, record."""
 
 from __future__ import annotations
 
@@ -10,19 +10,23 @@ from typing import Any
 
 import structlog
 
+from largeforge.application.data import PrepareDataset, enforce_policy, mix
 from largeforge.application.ports import (
     Clock,
-    DatasetReader,
+    EncoderFactory,
     ModelMerger,
     ModelResolver,
     ModelTrainer,
     RunStore,
 )
-from largeforge.domain.datasets import split_examples
+from largeforge.domain.datasets import EncodedExample, PreferencePair, split_examples
 from largeforge.domain.errors import DatasetError, LargeForgeError
 from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingRun
+from largeforge.domain.validation import DatasetPolicyError
 
 log = structlog.get_logger(__name__)
+
+MAX_LOGGED_ISSUES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +38,26 @@ class TrainingOutcome:
 
 
 class RunTraining:
-    """Train an adapter from a plan, merge it, and record every step of the run."""
+    """Train an adapter from a plan, merge it, and record every step of the run.
+
+    Data is read, validated and encoded with the model's tokenizer before the model is loaded,
+    so a dataset that breaks the validation policy fails in seconds, with its report.
+    """
 
     def __init__(
         self,
         *,
         resolver: ModelResolver,
-        reader: DatasetReader,
+        prepare: PrepareDataset,
+        encoders: EncoderFactory,
         trainer: ModelTrainer,
         merger: ModelMerger,
         store: RunStore,
         clock: Clock,
     ) -> None:
         self._resolver = resolver
-        self._reader = reader
+        self._prepare = prepare
+        self._encoders = encoders
         self._trainer = trainer
         self._merger = merger
         self._store = store
@@ -71,20 +81,13 @@ class RunTraining:
         bound = log.bind(run_id=run.run_id, run_dir=run_dir)
         try:
             model_dir = self._resolver.resolve(plan.model)
-            data = self._reader.read(plan.dataset)
-            for issue in data.issues:
-                bound.warning("dataset_issue", issue=str(issue))
-            if not data.examples:
-                raise DatasetError(f"{plan.dataset}: no usable rows ({len(data.issues)} skipped)")
-            train, val = split_examples(data.examples, plan.val_size, plan.seed)
+            train, val = self._prepare_data(plan, model_dir, run.run_id)
             bound.info(
                 "training_started",
                 model=plan.model,
-                dataset=plan.dataset,
-                format=data.format,
                 train_examples=len(train),
                 eval_examples=len(val),
-                skipped_rows=len(data.issues),
+                train_tokens=sum(e.length for e in train),
             )
             run = run.start(self._clock.now())
             self._store.save(run)
@@ -120,3 +123,30 @@ class RunTraining:
             self._store.save(run.fail(self._clock.now(), f"{type(exc).__name__}: {exc}"))
             bound.error("training_failed", error=repr(exc))
             raise
+
+    def _prepare_data(
+        self, plan: TrainingPlan, model_dir: str, run_id: str
+    ) -> tuple[tuple[EncodedExample, ...], tuple[EncodedExample, ...]]:
+        encoder = self._encoders.for_model(model_dir, plan.train_on)
+        prepared = [
+            self._prepare.execute(spec, plan.validation, encoder, plan.max_length)
+            for spec in plan.datasets
+        ]
+        reports = [p.report.as_dict(max_issues=MAX_LOGGED_ISSUES) for p in prepared]
+        self._store.write_json(run_id, "data_report.json", {"datasets": reports})
+        for item in prepared:
+            for issue in item.report.issues[:MAX_LOGGED_ISSUES]:
+                log.warning("dataset_issue", issue=str(issue), kind=issue.kind)
+        try:
+            enforce_policy(prepared, plan.validation)
+        except DatasetPolicyError:
+            log.error("dataset_policy_failed", reports=reports)
+            raise
+        mixed = mix(prepared, plan.seed)
+        if any(isinstance(record, PreferencePair) for record, _ in mixed):
+            raise DatasetError(
+                "preference pairs (prompt/chosen/rejected) train with DPO, not SFT; "
+                "give SFT data (alpaca, sharegpt, messages, prompt/completion or text)"
+            )
+        encoded = tuple(e for _, e in mixed if e is not None)
+        return split_examples(encoded, plan.val_size, plan.seed)

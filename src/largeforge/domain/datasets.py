@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Role(StrEnum):
@@ -46,45 +49,102 @@ class Conversation:
 
 @dataclass(frozen=True, slots=True)
 class SftExample:
-    """A conversation to fine-tune on; the final assistant turn is the training target.
+    """A conversation to fine-tune on: its assistant turns are the training targets.
 
-    `source` says where it came from (file and 1-based line) for error reports.
+    `source` says where it came from (file and 1-based line) for error reports. Turn order is
+    checked by `largeforge.domain.validation.check_record`, not here, so that a bad row becomes a
+    reported issue rather than an exception.
     """
 
     conversation: Conversation
     source: str = ""
 
-    def __post_init__(self) -> None:
-        if self.conversation.last.role is not Role.ASSISTANT:
-            raise ValueError("an SFT example must end with an assistant message")
-
     @property
     def prompt(self) -> tuple[Message, ...]:
-        """Every message before the final assistant turn."""
+        """Every message before the final turn."""
         return self.conversation.messages[:-1]
 
     @property
     def completion(self) -> Message:
-        """The final assistant turn, the training target."""
+        """The final turn (an assistant turn once validated)."""
         return self.conversation.last
+
+
+@dataclass(frozen=True, slots=True)
+class PreferencePair:
+    """A prompt with a preferred (`chosen`) and a dispreferred (`rejected`) continuation."""
+
+    prompt: tuple[Message, ...]
+    chosen: tuple[Message, ...]
+    rejected: tuple[Message, ...]
+    source: str = ""
+
+    def as_conversations(self) -> tuple[Conversation, Conversation]:
+        """(prompt + chosen, prompt + rejected)."""
+        return Conversation(self.prompt + self.chosen), Conversation(self.prompt + self.rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class TextExample:
+    """Raw text, trained on every token (continued pre-training)."""
+
+    text: str
+    source: str = ""
+
+
+Record = SftExample | PreferencePair | TextExample
+"""Anything a dataset row can become."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedExample:
+    """Token ids and which of them carry a training label."""
+
+    input_ids: tuple[int, ...]
+    trainable: tuple[bool, ...]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.trainable):
+            raise ValueError("input_ids and trainable must have the same length")
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def trainable_tokens(self) -> int:
+        return sum(self.trainable)
+
+    def truncated(self, max_length: int) -> EncodedExample:
+        return EncodedExample(self.input_ids[:max_length], self.trainable[:max_length], self.source)
+
+    def labels(self, ignore_index: int = -100) -> list[int]:
+        """Labels for a causal LM loss: the token id where trained, `ignore_index` elsewhere."""
+        return [
+            t if keep else ignore_index
+            for t, keep in zip(self.input_ids, self.trainable, strict=True)
+        ]
 
 
 class IssueAction(StrEnum):
     """What was done with a row that had a problem."""
 
     SKIPPED = "skipped"
+    TRUNCATED = "truncated"
     FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
 class DatasetIssue:
-    """A problem with one row: where, what, and what was done about it."""
+    """A problem with one row: where, what kind, why, and what was done about it."""
 
     source: str
     line: int
     reason: str
     action: IssueAction = IssueAction.SKIPPED
     field: str | None = None
+    kind: str = "invalid_row"
 
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}"
@@ -94,20 +154,21 @@ class DatasetIssue:
 
 @dataclass(frozen=True, slots=True)
 class LoadedDataset:
-    """Examples read from a source, with every row-level issue counted."""
+    """Records read from a source, with every row-level issue counted."""
 
-    examples: tuple[SftExample, ...]
+    examples: tuple[Record, ...]
     issues: tuple[DatasetIssue, ...] = field(default=())
     format: str = "unknown"
 
     @property
     def rows_seen(self) -> int:
-        return len(self.examples) + len(self.issues)
+        dropped = sum(1 for i in self.issues if i.action is not IssueAction.TRUNCATED)
+        return len(self.examples) + dropped
 
 
 def split_examples(
-    examples: tuple[SftExample, ...], val_size: float, seed: int
-) -> tuple[tuple[SftExample, ...], tuple[SftExample, ...]]:
+    examples: tuple[T, ...], val_size: float, seed: int
+) -> tuple[tuple[T, ...], tuple[T, ...]]:
     """Deterministically shuffle and split into (train, validation).
 
     The validation split gets `round(len * val_size)` examples, at least one when `val_size > 0`

@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from largeforge.domain.errors import InvalidTransitionError
+from largeforge.domain.formats import DatasetSpec
+from largeforge.domain.validation import ValidationPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +36,10 @@ class TrainingPlan:
     """Everything a trainer needs to know, as plain values."""
 
     model: str
-    dataset: str
+    datasets: tuple[DatasetSpec, ...]
     lora: LoraSpec = field(default_factory=LoraSpec)
+    validation: ValidationPolicy = field(default_factory=ValidationPolicy)
+    train_on: str = "all"
     max_steps: int = 30
     epochs: float = 1.0
     batch_size: int = 4
@@ -49,6 +53,10 @@ class TrainingPlan:
     merge: bool = True
 
     def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ValueError("a training plan needs at least one dataset")
+        if self.train_on not in {"all", "last"}:
+            raise ValueError(f"train_on must be 'all' or 'last', got {self.train_on!r}")
         if self.batch_size <= 0 or self.gradient_accumulation_steps <= 0:
             raise ValueError("batch size and gradient accumulation must be positive")
         if not 0.0 <= self.val_size < 1.0:

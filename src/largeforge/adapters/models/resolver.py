@@ -144,6 +144,13 @@ def _looks_like_hub_id(ref: str) -> bool:
     return len(parts) == 2 and all(parts) and not ref.startswith((".", "~"))
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub endpoint accepts a TCP connection within `timeout`."""
+    from huggingface_hub import constants
+
+    return _reachable(constants.ENDPOINT, timeout)
+
+
 def _reachable(endpoint: str, timeout: float) -> bool:
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)

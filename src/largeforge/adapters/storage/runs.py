@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from largeforge.domain.errors import LargeForgeError
+from largeforge.domain.formats import DatasetFormat, DatasetSpec
 from largeforge.domain.training import (
     LoraSpec,
     RunState,
@@ -22,6 +23,7 @@ from largeforge.domain.training import (
     TrainingResult,
     TrainingRun,
 )
+from largeforge.domain.validation import Dedupe, OnError, TooLong, ValidationPolicy
 
 
 def run_to_dict(run: TrainingRun) -> dict[str, Any]:
@@ -29,6 +31,8 @@ def run_to_dict(run: TrainingRun) -> dict[str, Any]:
     data = asdict(run)
     data["state"] = run.state.value
     data["plan"]["lora"]["target_modules"] = list(run.plan.lora.target_modules)
+    for spec in data["plan"]["datasets"]:
+        spec["columns"] = [list(pair) for pair in spec["columns"]]
     for key in ("created_at", "started_at", "finished_at"):
         value = getattr(run, key)
         data[key] = value.isoformat() if value else None
@@ -42,7 +46,27 @@ def run_from_dict(data: Mapping[str, Any]) -> TrainingRun:
     plan_data = dict(data["plan"])
     lora_data = dict(plan_data.pop("lora"))
     lora_data["target_modules"] = tuple(lora_data["target_modules"])
-    plan = TrainingPlan(**plan_data, lora=LoraSpec(**lora_data))
+    datasets = tuple(
+        DatasetSpec(
+            source=d["source"],
+            format=DatasetFormat(d["format"]) if d.get("format") else None,
+            columns=tuple(tuple(pair) for pair in d.get("columns", ())),
+            weight=d.get("weight"),
+            count=d.get("count"),
+        )
+        for d in plan_data.pop("datasets")
+    )
+    policy = plan_data.pop("validation")
+    validation = ValidationPolicy(
+        on_error=OnError(policy["on_error"]),
+        max_skip_fraction=policy["max_skip_fraction"],
+        dedupe=Dedupe(policy["dedupe"]),
+        too_long=TooLong(policy["too_long"]),
+        clean_text=policy["clean_text"],
+    )
+    plan = TrainingPlan(
+        **plan_data, datasets=datasets, validation=validation, lora=LoraSpec(**lora_data)
+    )
 
     def when(key: str) -> datetime | None:
         value = data.get(key)
@@ -108,6 +132,9 @@ class FilesystemRunStore:
         if not path.is_file():
             raise LargeForgeError(f"no run.json in {path.parent}")
         return run_from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
+        _atomic_write(self._root / run_id / name, json.dumps(payload, indent=2) + "\n")
 
     def append_metrics(self, run_id: str, metrics: StepMetrics) -> None:
         path = self._root / run_id / "metrics.jsonl"

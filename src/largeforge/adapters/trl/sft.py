@@ -12,18 +12,18 @@ import structlog
 
 from largeforge.adapters.system.device import detect_device
 from largeforge.application.ports import MetricsCallback
-from largeforge.domain.datasets import SftExample
+from largeforge.domain.datasets import EncodedExample
 from largeforge.domain.errors import BackendUnavailableError, TrainingError
 from largeforge.domain.training import LoraSpec, TrainingPlan, TrainingResult
 
 log = structlog.get_logger(__name__)
 
 
-def to_prompt_completion(example: SftExample) -> dict[str, list[dict[str, str]]]:
-    """TRL's conversational prompt/completion row: loss on the final assistant turn only."""
+def to_columns(examples: Sequence[EncodedExample]) -> dict[str, list[list[int]]]:
+    """Pre-tokenized columns for TRL: `input_ids` and `labels` (-100 where not trained)."""
     return {
-        "prompt": [m.as_dict() for m in example.prompt],
-        "completion": [example.completion.as_dict()],
+        "input_ids": [list(e.input_ids) for e in examples],
+        "labels": [e.labels() for e in examples],
     }
 
 
@@ -52,8 +52,8 @@ class TrlSftTrainer:
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[SftExample],
-        evaluation: Sequence[SftExample],
+        train: Sequence[EncodedExample],
+        evaluation: Sequence[EncodedExample],
         run_dir: str,
         on_metrics: MetricsCallback,
     ) -> TrainingResult:
@@ -81,8 +81,8 @@ class TrlSftTrainer:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.torch_dtype())
 
-        train_ds = Dataset.from_list([to_prompt_completion(e) for e in train])
-        eval_ds = Dataset.from_list([to_prompt_completion(e) for e in evaluation])
+        train_ds = Dataset.from_dict(to_columns(train))
+        eval_ds = Dataset.from_dict(to_columns(evaluation))
         work_dir = Path(run_dir) / "checkpoints"
         args = SFTConfig(
             output_dir=str(work_dir),
@@ -100,7 +100,6 @@ class TrlSftTrainer:
             save_strategy="no",
             report_to="none",
             max_length=plan.max_length,
-            completion_only_loss=True,
             packing=False,
             seed=plan.seed,
             data_seed=plan.seed,

@@ -1,0 +1,113 @@
+"""Loss masks from the tokenizer's own chat template, computed turn by turn.
+
+For each assistant turn `i`, the template renders `messages[:i]` with the generation prompt and
+`messages[:i + 1]` without it; the characters between the two are that turn (its content and
+end-of-turn token). The whole conversation is tokenized once with offsets, and the tokens that
+start inside a trained span carry labels. Text after the end-of-turn token inside the span (the
+newline ChatML puts after `<|im_end|>`) is not trained. No `{% generation %}` markers needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from largeforge.domain.datasets import EncodedExample, Role, SftExample, TextExample
+from largeforge.domain.errors import DatasetError
+
+
+class ChatTemplateError(DatasetError):
+    """The tokenizer's chat template cannot produce turn-by-turn masks for a conversation."""
+
+
+class HfChatTemplateEncoder:
+    """`ExampleEncoder` over a transformers tokenizer with a chat template.
+
+    `train_on="all"` trains every assistant turn; `"last"` only the final one.
+    """
+
+    def __init__(self, tokenizer: Any, train_on: str = "all", end_ids: Iterable[int] = ()) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateError("the tokenizer has no chat template")
+        if train_on not in {"all", "last"}:
+            raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
+        self._tokenizer = tokenizer
+        self._train_on = train_on
+        ids = set(end_ids)
+        if tokenizer.eos_token_id is not None:
+            ids.add(int(tokenizer.eos_token_id))
+        self._end_ids = frozenset(ids)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+        text = self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+        return str(text)
+
+    def spans(self, example: SftExample) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation and the character spans of the trained assistant turns."""
+        messages = [m.as_dict() for m in example.conversation.messages]
+        full = self._render(messages, generation_prompt=False)
+        assistant_turns = [
+            i for i, m in enumerate(example.conversation.messages) if m.role is Role.ASSISTANT
+        ]
+        if self._train_on == "last":
+            assistant_turns = assistant_turns[-1:]
+        spans = []
+        for i in assistant_turns:
+            before = self._render(messages[:i], generation_prompt=True)
+            through = self._render(messages[: i + 1], generation_prompt=False)
+            if not (through.startswith(before) and full.startswith(through)):
+                raise ChatTemplateError(
+                    "the chat template renders earlier turns differently once later turns are "
+                    "added, so turn-by-turn masks are ambiguous for this model"
+                )
+            spans.append((len(before), len(through)))
+        return full, spans
+
+    def encode(self, example: SftExample) -> EncodedExample:
+        text, spans = self.spans(example)
+        encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids: list[int] = list(encoding["input_ids"])
+        offsets: list[tuple[int, int]] = [tuple(o) for o in encoding["offset_mapping"]]
+        trainable = [False] * len(ids)
+        for start, end in spans:
+            inside = [k for k, (s, _) in enumerate(offsets) if start <= s < end]
+            ends = [k for k in inside if ids[k] in self._end_ids]
+            if ends:  # stop after the end-of-turn token; what follows it is template glue
+                inside = [k for k in inside if k <= ends[0]]
+            for k in inside:
+                trainable[k] = True
+        return EncodedExample(tuple(ids), tuple(trainable), example.source)
+
+    def encode_text(self, example: TextExample) -> EncodedExample:
+        ids = list(self._tokenizer(example.text, add_special_tokens=True)["input_ids"])
+        if self._tokenizer.eos_token_id is not None:
+            ids.append(int(self._tokenizer.eos_token_id))
+        return EncodedExample(tuple(ids), (True,) * len(ids), example.source)
+
+
+class HfEncoderFactory:
+    """`EncoderFactory`: loads a model directory's tokenizer (not its weights)."""
+
+    def for_model(self, model_dir: str, train_on: str = "all") -> HfChatTemplateEncoder:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        return HfChatTemplateEncoder(tokenizer, train_on, _generation_eos_ids(Path(model_dir)))
+
+
+def _generation_eos_ids(model_dir: Path) -> list[int]:
+    path = model_dir / "generation_config.json"
+    if not path.is_file():
+        return []
+    value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value or []]

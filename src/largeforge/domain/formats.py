@@ -1,0 +1,339 @@
+"""Dataset row formats: detection, parsing into domain records, and conversion back to rows.
+
+Pure functions over plain `dict` rows (already decoded from JSON, Parquet, CSV ...). Every problem
+is a `RowError` naming the field, so readers can report it with the row's line number.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from largeforge.domain.datasets import (
+    Conversation,
+    Message,
+    PreferencePair,
+    Record,
+    Role,
+    SftExample,
+    TextExample,
+)
+
+
+class DatasetFormat(StrEnum):
+    """The row layouts LargeForge reads."""
+
+    ALPACA = "alpaca"
+    SHAREGPT = "sharegpt"
+    MESSAGES = "messages"
+    PROMPT_COMPLETION = "prompt_completion"
+    PREFERENCE = "preference"
+    TEXT = "text"
+
+
+class RowError(ValueError):
+    """A row cannot be used; `field` names the culprit."""
+
+    def __init__(self, reason: str, field: str | None = None, kind: str = "invalid_row") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.kind = kind
+
+
+SHAREGPT_ROLES = {
+    "human": Role.USER,
+    "user": Role.USER,
+    "gpt": Role.ASSISTANT,
+    "assistant": Role.ASSISTANT,
+    "chatgpt": Role.ASSISTANT,
+    "model": Role.ASSISTANT,
+    "system": Role.SYSTEM,
+}
+
+
+def apply_columns(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
+    """Rename source columns to canonical ones: `columns` maps canonical -> source name."""
+    if not columns:
+        return dict(row)
+    renamed = {k: v for k, v in row.items() if k not in columns.values()}
+    for canonical, source in columns.items():
+        if source in row:
+            renamed[canonical] = row[source]
+    return renamed
+
+
+def detect_row_format(row: Mapping[str, Any]) -> DatasetFormat | None:
+    """The format a single row looks like, or None."""
+    keys = set(row)
+    if {"chosen", "rejected"} <= keys:
+        return DatasetFormat.PREFERENCE
+    if "messages" in keys:
+        return DatasetFormat.MESSAGES
+    if "conversations" in keys:
+        return DatasetFormat.SHAREGPT
+    if "instruction" in keys or ("output" in keys and "completion" not in keys):
+        return DatasetFormat.ALPACA
+    if {"prompt", "completion"} <= keys:
+        return DatasetFormat.PROMPT_COMPLETION
+    if "text" in keys:
+        return DatasetFormat.TEXT
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """Which format the sampled rows vote for, and by how many of them."""
+
+    format: DatasetFormat | None
+    votes: int
+    sampled: int
+
+    def describe(self) -> str:
+        if self.format is None:
+            return f"no known format in {self.sampled} sampled rows"
+        return f"{self.format.value} ({self.votes} of {self.sampled} sampled rows)"
+
+
+def detect_format(rows: Iterable[Any]) -> Detection:
+    """Majority vote of `detect_row_format` over the rows that are objects."""
+    counts: Counter[DatasetFormat] = Counter()
+    sampled = 0
+    for row in rows:
+        sampled += 1
+        if isinstance(row, Mapping) and (fmt := detect_row_format(row)) is not None:
+            counts[fmt] += 1
+    if not counts:
+        return Detection(None, 0, sampled)
+    fmt, votes = counts.most_common(1)[0]
+    return Detection(fmt, votes, sampled)
+
+
+def _text(row: Mapping[str, Any], name: str, *, required: bool = True) -> str:
+    value = row.get(name)
+    if value is None and not required:
+        return ""
+    if name not in row and required:
+        raise RowError(f"missing field '{name}'", name, kind="missing_field")
+    if not isinstance(value, str):
+        raise RowError(f"'{name}' must be a string, got {_type(value)}", name, kind="wrong_type")
+    return value
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _role(value: Any, field: str) -> Role:
+    if isinstance(value, str):
+        try:
+            return Role(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(r.value for r in Role)
+    raise RowError(f"unknown role {value!r} (allowed: {allowed})", field, kind="unknown_role")
+
+
+def parse_message_list(value: Any, field: str) -> tuple[Message, ...]:
+    """OpenAI-style `[{"role", "content"}, ...]` (content may be text parts)."""
+    if not isinstance(value, list) or not value:
+        raise RowError(f"'{field}' must be a non-empty list of messages", field, kind="wrong_type")
+    messages = []
+    for i, item in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(item, Mapping):
+            raise RowError(
+                "each message must be an object with 'role' and 'content'", where, kind="wrong_type"
+            )
+        role = _role(item.get("role"), f"{where}.role")
+        content = item.get("content")
+        if isinstance(content, list):
+            content = _join_parts(content, f"{where}.content")
+        if not isinstance(content, str):
+            raise RowError(
+                f"content must be a string, got {_type(content)}",
+                f"{where}.content",
+                kind="wrong_type",
+            )
+        messages.append(Message(role, content))
+    return tuple(messages)
+
+
+def _join_parts(parts: list[Any], field: str) -> str:
+    texts = []
+    for part in parts:
+        if not (isinstance(part, Mapping) and part.get("type") == "text"):
+            raise RowError("only text content parts are supported", field, kind="wrong_type")
+        if not isinstance(part.get("text"), str):
+            raise RowError("a text part needs a string 'text'", field, kind="wrong_type")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def _messages_or_text(value: Any, field: str, role: Role) -> tuple[Message, ...]:
+    if isinstance(value, str):
+        return (Message(role, value),)
+    if isinstance(value, list):
+        return parse_message_list(value, field)
+    raise RowError(
+        f"'{field}' must be a string or a list of messages, got {_type(value)}",
+        field,
+        kind="wrong_type",
+    )
+
+
+def parse_alpaca(row: Mapping[str, Any]) -> SftExample:
+    instruction = _text(row, "instruction")
+    extra = _text(row, "input", required=False)
+    output = _text(row, "output")
+    system = _text(row, "system", required=False)
+    prompt = f"{instruction.strip()}\n\n{extra.strip()}" if extra.strip() else instruction.strip()
+    if not prompt:
+        raise RowError("empty instruction", "instruction", kind="empty_field")
+    messages = [Message(Role.SYSTEM, system)] if system.strip() else []
+    messages += [Message(Role.USER, prompt), Message(Role.ASSISTANT, output)]
+    return SftExample(Conversation(tuple(messages)))
+
+
+def parse_sharegpt(row: Mapping[str, Any]) -> SftExample:
+    if "conversations" not in row:
+        raise RowError("missing field 'conversations'", "conversations", kind="missing_field")
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise RowError(
+            "'conversations' must be a non-empty list", "conversations", kind="wrong_type"
+        )
+    messages = []
+    if isinstance(row.get("system"), str) and row["system"].strip():
+        messages.append(Message(Role.SYSTEM, row["system"]))
+    for i, turn in enumerate(turns):
+        where = f"conversations[{i}]"
+        if not isinstance(turn, Mapping):
+            raise RowError(
+                "each turn must be an object with 'from' and 'value'", where, kind="wrong_type"
+            )
+        speaker = turn.get("from")
+        if speaker not in SHAREGPT_ROLES:
+            allowed = ", ".join(sorted(SHAREGPT_ROLES))
+            raise RowError(
+                f"unknown speaker {speaker!r} (allowed: {allowed})",
+                f"{where}.from",
+                kind="unknown_role",
+            )
+        value = turn.get("value")
+        if not isinstance(value, str):
+            raise RowError(
+                f"'value' must be a string, got {_type(value)}", f"{where}.value", kind="wrong_type"
+            )
+        messages.append(Message(SHAREGPT_ROLES[speaker], value))
+    return SftExample(Conversation(tuple(messages)))
+
+
+def parse_messages(row: Mapping[str, Any]) -> SftExample:
+    if "messages" not in row:
+        raise RowError("missing field 'messages'", "messages", kind="missing_field")
+    return SftExample(Conversation(parse_message_list(row.get("messages"), "messages")))
+
+
+def parse_prompt_completion(row: Mapping[str, Any]) -> SftExample:
+    """A string prompt is a user turn and a string completion an assistant turn."""
+    for name in ("prompt", "completion"):
+        if name not in row:
+            raise RowError(f"missing field '{name}'", name, kind="missing_field")
+    prompt = _messages_or_text(row["prompt"], "prompt", Role.USER)
+    completion = _messages_or_text(row["completion"], "completion", Role.ASSISTANT)
+    return SftExample(Conversation(prompt + completion))
+
+
+def parse_preference(row: Mapping[str, Any]) -> PreferencePair:
+    """`prompt` + `chosen`/`rejected`; without `prompt`, both sides share a leading prefix."""
+    for name in ("chosen", "rejected"):
+        if name not in row:
+            raise RowError(f"missing field '{name}'", name, kind="missing_field")
+    chosen = _messages_or_text(row.get("chosen"), "chosen", Role.ASSISTANT)
+    rejected = _messages_or_text(row.get("rejected"), "rejected", Role.ASSISTANT)
+    if "prompt" in row:
+        prompt = _messages_or_text(row["prompt"], "prompt", Role.USER)
+    else:  # implicit prompt: the shared prefix of two full conversations
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+            shared += 1
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        if not prompt:
+            raise RowError(
+                "missing field 'prompt' (and no shared prefix)", "prompt", kind="missing_field"
+            )
+    return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
+
+
+def parse_text(row: Mapping[str, Any]) -> TextExample:
+    return TextExample(_text(row, "text"))
+
+
+PARSERS: dict[DatasetFormat, Callable[[Mapping[str, Any]], Record]] = {
+    DatasetFormat.ALPACA: parse_alpaca,
+    DatasetFormat.SHAREGPT: parse_sharegpt,
+    DatasetFormat.MESSAGES: parse_messages,
+    DatasetFormat.PROMPT_COMPLETION: parse_prompt_completion,
+    DatasetFormat.PREFERENCE: parse_preference,
+    DatasetFormat.TEXT: parse_text,
+}
+
+
+def parse_row(row: Any, fmt: DatasetFormat) -> Record:
+    """Parse one row in `fmt` into a record; raises `RowError`."""
+    if not isinstance(row, Mapping):
+        raise RowError(f"row must be an object, got {_type(row)}", kind="wrong_type")
+    return PARSERS[fmt](row)
+
+
+def to_row(record: Record, fmt: DatasetFormat) -> dict[str, Any]:
+    """Write an SFT record as a row of `fmt` (messages, alpaca or sharegpt)."""
+    if not isinstance(record, SftExample):
+        raise RowError(f"only conversations convert to {fmt.value}", kind="unconvertible")
+    messages = record.conversation.messages
+    if fmt is DatasetFormat.MESSAGES:
+        return {"messages": [m.as_dict() for m in messages]}
+    if fmt is DatasetFormat.SHAREGPT:
+        names = {Role.USER: "human", Role.ASSISTANT: "gpt", Role.SYSTEM: "system"}
+        return {"conversations": [{"from": names[m.role], "value": m.content} for m in messages]}
+    if fmt is DatasetFormat.ALPACA:
+        turns = [m for m in messages if m.role is not Role.SYSTEM]
+        if len(turns) != 2:
+            raise RowError(
+                "only single-turn conversations convert to alpaca", "messages", kind="unconvertible"
+            )
+        row = {"instruction": turns[0].content, "input": "", "output": turns[1].content}
+        if messages[0].role is Role.SYSTEM:
+            row["system"] = messages[0].content
+        return row
+    raise RowError(
+        f"cannot convert to {fmt.value}: use messages, alpaca or sharegpt", kind="unconvertible"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    """One dataset of a run: where it is, its format (None = detect), column renames, and
+    how much of it to use when several are mixed (`weight` relative share, or `count` rows)."""
+
+    source: str
+    format: DatasetFormat | None = None
+    columns: tuple[tuple[str, str], ...] = ()
+    weight: float | None = None
+    count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight is not None and self.weight <= 0:
+            raise ValueError(f"{self.source}: weight must be positive")
+        if self.count is not None and self.count <= 0:
+            raise ValueError(f"{self.source}: count must be positive")
+        if self.weight is not None and self.count is not None:
+            raise ValueError(f"{self.source}: give weight or count, not both")
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        return dict(self.columns)

@@ -1,0 +1,221 @@
+"""Row validation rules, the policy that decides what a bad row costs, and the report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from largeforge.domain.datasets import (
+    Conversation,
+    DatasetIssue,
+    IssueAction,
+    Message,
+    PreferencePair,
+    Record,
+    Role,
+    SftExample,
+)
+from largeforge.domain.errors import DatasetError
+from largeforge.domain.formats import RowError
+from largeforge.domain.text import clean_text, normalized_key
+
+
+class OnError(StrEnum):
+    """What a bad row does to the run."""
+
+    SKIP = "skip"  # skip and report it; fail only past `max_skip_fraction`
+    FAIL = "fail"  # any bad row fails the run
+
+
+class Dedupe(StrEnum):
+    NONE = "none"
+    EXACT = "exact"
+    NORMALIZED = "normalized"  # case, unicode form and whitespace ignored
+
+
+class TooLong(StrEnum):
+    SKIP = "skip"
+    TRUNCATE = "truncate"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    """How strict dataset preparation is. The defaults suit most runs."""
+
+    on_error: OnError = OnError.SKIP
+    max_skip_fraction: float = 0.05
+    dedupe: Dedupe = Dedupe.EXACT
+    too_long: TooLong = TooLong.SKIP
+    clean_text: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}")
+
+
+def check_turns(conversation: Conversation, field_name: str = "messages") -> None:
+    """An optional leading system message, then user/assistant turns ending with assistant."""
+    messages = conversation.messages
+    if any(m.role is Role.SYSTEM for m in messages[1:]):
+        raise RowError("a system message may only come first", field_name, kind="bad_turn_order")
+    turns = [m for m in messages if m.role is not Role.SYSTEM]
+    if not turns or turns[-1].role is not Role.ASSISTANT:
+        raise RowError(
+            "the conversation must end with an assistant turn", field_name, kind="bad_turn_order"
+        )
+    for i, message in enumerate(turns):
+        expected = Role.USER if i % 2 == 0 else Role.ASSISTANT
+        if message.role is not expected:
+            raise RowError(
+                f"turns must alternate user/assistant, starting with user (turn {i + 1} is "
+                f"{message.role.value})",
+                field_name,
+                kind="bad_turn_order",
+            )
+        if message.role is Role.ASSISTANT and not message.content.strip():
+            raise RowError(
+                f"empty assistant turn (turn {i + 1})", field_name, kind="empty_assistant"
+            )
+
+
+def check_record(record: Record) -> None:
+    """Raise `RowError` when a parsed record cannot be trained on."""
+    if isinstance(record, SftExample):
+        check_turns(record.conversation)
+    elif isinstance(record, PreferencePair):
+        check_turns(Conversation((*record.prompt, Message(Role.ASSISTANT, "x"))), "prompt")
+        for name, side in (("chosen", record.chosen), ("rejected", record.rejected)):
+            if not side or any(m.role is not Role.ASSISTANT for m in side):
+                raise RowError(f"'{name}' must be assistant turns", name, kind="bad_turn_order")
+            if not "".join(m.content for m in side).strip():
+                raise RowError(f"empty '{name}' response", name, kind="empty_assistant")
+        if record.chosen == record.rejected:
+            raise RowError(
+                "'chosen' and 'rejected' are identical", "rejected", kind="identical_pair"
+            )
+    elif not record.text.strip():
+        raise RowError("empty text", "text", kind="empty_field")
+
+
+def _clean_messages(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    return tuple(Message(m.role, clean_text(m.content)) for m in messages)
+
+
+def clean_record(record: Record) -> Record:
+    """The record with every text field cleaned (`clean_text`)."""
+    if isinstance(record, SftExample):
+        return replace(
+            record, conversation=Conversation(_clean_messages(record.conversation.messages))
+        )
+    if isinstance(record, PreferencePair):
+        return replace(
+            record,
+            prompt=_clean_messages(record.prompt),
+            chosen=_clean_messages(record.chosen),
+            rejected=_clean_messages(record.rejected),
+        )
+    return replace(record, text=clean_text(record.text))
+
+
+def dedupe_key(record: Record, mode: Dedupe) -> str:
+    """A string equal for records that `mode` treats as duplicates."""
+    if isinstance(record, SftExample):
+        parts: list[object] = [[m.role.value, m.content] for m in record.conversation.messages]
+    elif isinstance(record, PreferencePair):
+        parts = [
+            [[m.role.value, m.content] for m in side]
+            for side in (record.prompt, record.chosen, record.rejected)
+        ]
+    else:
+        parts = [record.text]
+    key = json.dumps(parts, ensure_ascii=False)
+    return normalized_key(key) if mode is Dedupe.NORMALIZED else key
+
+
+def percentiles(values: list[int], points: tuple[int, ...] = (50, 90, 99, 100)) -> dict[str, int]:
+    """Nearest-rank percentiles (`p50`, ..., `max`) of `values`."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out = {}
+    for p in points:
+        rank = max(1, -(-p * len(ordered) // 100))  # ceil(p/100 * n)
+        out["max" if p == 100 else f"p{p}"] = ordered[rank - 1]
+    return out
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What preparation found in one source: counts, reasons, token lengths, every issue."""
+
+    source: str
+    format: str
+    detection: str
+    rows: int
+    kept: int
+    issues: tuple[DatasetIssue, ...] = ()
+    token_lengths: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def dropped(self) -> int:
+        return sum(1 for i in self.issues if i.action is not IssueAction.TRUNCATED)
+
+    @property
+    def skip_fraction(self) -> float:
+        return self.dropped / self.rows if self.rows else 0.0
+
+    def by_kind(self) -> dict[str, int]:
+        return dict(Counter(i.kind for i in self.issues).most_common())
+
+    def length_percentiles(self) -> dict[str, int]:
+        return percentiles(list(self.token_lengths))
+
+    def violation(self, policy: ValidationPolicy) -> str | None:
+        """Why this report breaks `policy`, or None when it is within it."""
+        if self.rows == 0:
+            return f"{self.source}: no rows"
+        if self.kept == 0:
+            return f"{self.source}: no usable rows ({self.dropped} of {self.rows} skipped)"
+        if policy.on_error is OnError.FAIL and self.issues:
+            return f"{self.source}: {len(self.issues)} bad row(s) and on_error is 'fail'"
+        if self.skip_fraction > policy.max_skip_fraction:
+            return (
+                f"{self.source}: {self.dropped} of {self.rows} rows skipped "
+                f"({self.skip_fraction:.1%} > max_skip_fraction {policy.max_skip_fraction:.1%})"
+            )
+        return None
+
+    def as_dict(self, max_issues: int = 20) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "format": self.format,
+            "detection": self.detection,
+            "rows": self.rows,
+            "kept": self.kept,
+            "skipped": self.dropped,
+            "skip_fraction": round(self.skip_fraction, 4),
+            "issues_by_kind": self.by_kind(),
+            "token_length": self.length_percentiles(),
+            "issues": [
+                {
+                    "line": i.line,
+                    "field": i.field,
+                    "kind": i.kind,
+                    "reason": i.reason,
+                    "action": i.action.value,
+                }
+                for i in self.issues[:max_issues]
+            ],
+        }
+
+
+class DatasetPolicyError(DatasetError):
+    """A dataset broke its validation policy; `reports` hold every issue found."""
+
+    def __init__(self, message: str, reports: tuple[ValidationReport, ...]) -> None:
+        first = next((i for r in reports for i in r.issues), None)
+        detail = f"; first: {first}" if first else ""
+        super().__init__(f"{message}{detail}")
+        self.reports = reports
