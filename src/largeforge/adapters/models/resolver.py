@@ -181,6 +181,7 @@ def _load_tokenizer(gguf: Path, spec: PackagedGguf) -> Any:
     tokenizer.eos_token = spec.eos_token
     tokenizer.pad_token = spec.pad_token
     tokenizer.model_max_length = spec.max_length
+    tokenizer.clean_up_tokenization_spaces = False  # BPE: clean-up would corrupt decoded text
     return tokenizer
 
 

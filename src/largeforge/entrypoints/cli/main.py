@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cyclopts import App
@@ -31,6 +32,23 @@ app.command(
     name="serve",
     help="Serve a model over an OpenAI-compatible HTTP API.",
 )
+data_app = App(name="data", help="Validate, preview and convert datasets.")
+data_app.command(
+    "largeforge.entrypoints.cli.data:validate",
+    name="validate",
+    help="Check every row of a dataset; exit 1 past the validation policy.",
+)
+data_app.command(
+    "largeforge.entrypoints.cli.data:preview",
+    name="preview",
+    help="Show examples rendered with the chat template and which tokens are trained.",
+)
+data_app.command(
+    "largeforge.entrypoints.cli.data:convert",
+    name="convert",
+    help="Rewrite a dataset as messages, alpaca or sharegpt JSON Lines.",
+)
+app.command(data_app)
 app.command(
     "largeforge.entrypoints.cli.doctor:doctor",
     name="doctor",
@@ -59,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `largeforge data validate x --json | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return result if isinstance(result, int) else 0
 
 

@@ -1,0 +1,215 @@
+"""`largeforge data validate | preview | convert`: look at a dataset before training on it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from cyclopts import Parameter
+
+from largeforge.config import FormatName, Settings, ValidationSettings
+from largeforge.domain.datasets import EncodedExample, SftExample
+from largeforge.domain.formats import DatasetFormat, DatasetSpec, RowError, to_row
+from largeforge.domain.validation import ValidationReport
+
+MAX_SHOWN_ISSUES = 10
+
+
+def _container() -> Any:
+    from largeforge.container import Container
+
+    return Container.from_settings(Settings())
+
+
+def _spec(file: str, fmt: str | None) -> DatasetSpec:
+    return DatasetSpec(file, DatasetFormat(fmt) if fmt else None)
+
+
+def validate(
+    file: str,
+    /,
+    *,
+    format_: Annotated[FormatName | None, Parameter(name="--format")] = None,
+    model: str | None = None,
+    max_length: int = 2048,
+    on_error: Literal["skip", "fail"] = "skip",
+    max_skip_fraction: float = 0.05,
+    json_output: Annotated[bool, Parameter(name="--json", negative=())] = False,
+) -> int:
+    """Check every row of a dataset and summarise what training would use.
+
+    Exits 0 when the dataset is within the validation policy, 1 otherwise.
+
+    Parameters
+    ----------
+    file
+        .jsonl, .json, .parquet, .csv, a `save_to_disk` directory, a hub id, or 'sample'.
+    format_
+        alpaca, sharegpt, messages, prompt_completion, preference or text (default: detected).
+    model
+        Model whose chat template and tokenizer measure lengths and loss masks.
+    max_length
+        Token limit per row after templating (with --model).
+    on_error
+        'skip' bad rows (up to --max-skip-fraction) or 'fail' on any.
+    max_skip_fraction
+        Largest share of rows that may be skipped.
+    json_output
+        Print the report as JSON.
+    """
+    container = _container()
+    policy = ValidationSettings(on_error=on_error, max_skip_fraction=max_skip_fraction).to_policy()
+    encoder = None
+    if model:
+        encoder = container.encoder_factory().for_model(container.model_resolver().resolve(model))
+    prepared = container.prepare_dataset().execute(
+        _spec(file, format_), policy, encoder, max_length if encoder else None
+    )
+    report = prepared.report
+    violation = report.violation(policy)
+    if json_output:
+        payload = report.as_dict(max_issues=len(report.issues)) | {
+            "ok": violation is None,
+            "violation": violation,
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        _print_report(report, violation)
+    return 0 if violation is None else 1
+
+
+def _print_report(report: ValidationReport, violation: str | None) -> None:
+    print(f"{report.source}: {report.format} ({report.detection})")
+    print(f"  rows {report.rows}   kept {report.kept}   skipped {report.dropped}")
+    for kind, count in report.by_kind().items():
+        print(f"    {kind:<22} {count}")
+    lengths = report.length_percentiles()
+    if lengths:
+        print("  tokens  " + "  ".join(f"{k} {v}" for k, v in lengths.items()))
+    for issue in report.issues[:MAX_SHOWN_ISSUES]:
+        print(f"  {issue}")
+    if len(report.issues) > MAX_SHOWN_ISSUES:
+        print(f"  ... and {len(report.issues) - MAX_SHOWN_ISSUES} more (use --json for all)")
+    print("ok: within the validation policy" if violation is None else f"FAILED: {violation}")
+
+
+def convert(
+    file: str,
+    /,
+    *,
+    to: Literal["messages", "alpaca", "sharegpt"],
+    output: Annotated[Path, Parameter(name=["--output", "-o"])],
+    format_: Annotated[FormatName | None, Parameter(name="--format")] = None,
+) -> int:
+    """Rewrite a dataset's conversations in another format (JSON Lines).
+
+    Rows that are invalid, or that the target format cannot hold, are reported on stderr.
+
+    Parameters
+    ----------
+    file
+        The dataset to read (any supported file type).
+    to
+        Target format.
+    output
+        The .jsonl file to write.
+    format_
+        Source format (default: detected).
+    """
+    prepared = _container().prepare_dataset().execute(_spec(file, format_))
+    target = DatasetFormat(to)
+    written, refused = 0, 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", encoding="utf-8") as handle:
+        for record in prepared.records:
+            try:
+                row = to_row(record, target)
+            except RowError as error:
+                refused += 1
+                print(f"{record_source(record)}: {error.reason} (skipped)", file=sys.stderr)
+                continue
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
+    for issue in prepared.report.issues:
+        print(str(issue), file=sys.stderr)
+    skipped = refused + prepared.report.dropped
+    print(f"wrote {written} rows to {output} ({skipped} skipped)")
+    return 0 if skipped == 0 else 1
+
+
+def record_source(record: object) -> str:
+    return str(getattr(record, "source", "?"))
+
+
+def preview(
+    file: str,
+    /,
+    *,
+    model: str,
+    n: Annotated[int, Parameter(name=["-n", "--n"])] = 3,
+    format_: Annotated[FormatName | None, Parameter(name="--format")] = None,
+    train_on: Literal["all", "last"] = "all",
+    markers: bool | None = None,
+) -> int:
+    """Render examples with the model's chat template and show which tokens are trained.
+
+    Trained tokens are green on a terminal, and wrapped in [[ ]] otherwise (or with --markers).
+
+    Parameters
+    ----------
+    file
+        The dataset to read.
+    model
+        Model alias, directory or hub id whose tokenizer and chat template to use.
+    n
+        How many examples to show.
+    format_
+        Source format (default: detected).
+    train_on
+        Train every assistant turn ('all') or only the last.
+    markers
+        Force [[ ]] markers around trained text (default: when not a terminal).
+    """
+    from rich.console import Console
+    from rich.text import Text
+
+    container = _container()
+    encoder = container.encoder_factory().for_model(
+        container.model_resolver().resolve(model), train_on
+    )
+    prepared = container.prepare_dataset().execute(_spec(file, format_))
+    console = Console(highlight=False)
+    use_markers = markers if markers is not None else not console.is_terminal
+    shown = 0
+    for record in prepared.records:
+        if shown >= n or not isinstance(record, SftExample):
+            continue
+        encoded = encoder.encode(record)
+        console.rule(
+            f"{record.source}  ({encoded.length} tokens, {encoded.trainable_tokens} trained)"
+        )
+        console.print(_render(encoder.tokenizer, encoded, use_markers, Text))
+        shown += 1
+    if shown == 0:
+        print("no conversations to preview", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _render(tokenizer: Any, encoded: EncodedExample, markers: bool, text_cls: Any) -> Any:
+    text = text_cls()
+    runs: list[tuple[bool, list[int]]] = []
+    for token, keep in zip(encoded.input_ids, encoded.trainable, strict=True):
+        if runs and runs[-1][0] == keep:
+            runs[-1][1].append(token)
+        else:
+            runs.append((keep, [token]))
+    for keep, ids in runs:
+        piece = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+        if keep:
+            text.append(f"[[{piece}]]" if markers else piece, style="bold green")
+        else:
+            text.append(piece, style="dim")
+    return text
