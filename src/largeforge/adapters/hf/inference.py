@@ -121,8 +121,34 @@ class TransformersInferenceEngine:
         usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
         return Completion(text=text, finish_reason=finish, usage=usage)
 
+    async def mean_logprob(self, messages: Sequence[Message], response: str) -> float:
+        """Mean log-probability per token of `response` (and EOS) after the rendered prompt."""
+        prompt_ids = self.render_prompt(messages)
+        response_ids = list(self._tokenizer(response, add_special_tokens=False)["input_ids"])
+        response_ids.append(self._eos_ids[0])
+        return await asyncio.to_thread(self._mean_logprob, prompt_ids, response_ids)
+
+    def _mean_logprob(self, prompt_ids: list[int], response_ids: list[int]) -> float:
+        torch = self._torch
+        ids = torch.tensor([prompt_ids + response_ids], device=self._device)
+        with self._lock, torch.inference_mode():
+            logits = self._model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        targets = torch.tensor(response_ids, device=self._device).unsqueeze(1)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets)
+        return float(logprobs.mean())
+
     def close(self) -> None:
         self._model = None
+
+
+class EngineLikelihoodScorer:
+    """`ResponseScorer`: the model's own mean token log-likelihood of the response."""
+
+    def __init__(self, engine: TransformersInferenceEngine) -> None:
+        self._engine = engine
+
+    async def score(self, prompt: Sequence[Message], response: str) -> float:
+        return await self._engine.mean_logprob(prompt, response)
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -213,3 +213,140 @@ def _render(tokenizer: Any, encoded: EncodedExample, markers: bool, text_cls: An
         else:
             text.append(piece, style="dim")
     return text
+
+
+def _engine(model: str, max_model_len: int | None = None) -> Any:
+    from largeforge.adapters.hf.inference import TransformersInferenceEngine
+
+    container = _container()
+    return TransformersInferenceEngine(
+        container.model_resolver().resolve(model), model, max_model_len=max_model_len
+    )
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _progress_bar(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", file=sys.stderr, dynamic_ncols=True)
+
+
+def _summary(kind: str, written: int, path: Path, result: Any) -> int:
+    rejected = ", ".join(f"{k} {v}" for k, v in result.rejected.items()) or "none"
+    print(
+        f"wrote {written} {kind} rows to {path} ({result.attempts} attempts; rejected: {rejected})"
+    )
+    return 0 if written else 1
+
+
+def generate_sft(
+    *,
+    output: Annotated[Path, Parameter(name=["--output", "-o"])],
+    model: str = "smollm2-135m-instruct",
+    seeds: str = "sample",
+    count: int = 20,
+    max_tokens: int = 256,
+    temperature: float = 0.9,
+    seed: int = 0,
+) -> int:
+    """Generate new instruction/response pairs from seed tasks (self-instruct), as JSON Lines.
+
+    Parameters
+    ----------
+    output
+        The .jsonl file to write (messages format).
+    model
+        The model that writes tasks and answers.
+    seeds
+        Dataset whose user turns serve as example tasks.
+    count
+        How many pairs to write.
+    max_tokens
+        Longest answer, in tokens.
+    temperature
+        Sampling temperature for new tasks.
+    seed
+        Random seed (same seed, same output).
+    """
+    import asyncio
+
+    from largeforge.application.generation import GenerateSftData
+
+    prepared = _container().prepare_dataset().execute(DatasetSpec(seeds))
+    seed_examples = [r for r in prepared.records if isinstance(r, SftExample)]
+    generator = GenerateSftData(
+        _engine(model), max_tokens=max_tokens, temperature=temperature, seed=seed
+    )
+    with _progress_bar(count, "generating sft") as bar:
+        result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
+    _write_jsonl(output, [to_row(r, DatasetFormat.MESSAGES) for r in result.records])
+    return _summary("sft", len(result.records), output, result)
+
+
+def generate_preferences(
+    *,
+    output: Annotated[Path, Parameter(name=["--output", "-o"])],
+    model: str = "smollm2-135m-instruct",
+    prompts: str = "sample",
+    count: int = 10,
+    samples: int = 4,
+    max_tokens: int = 128,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> int:
+    """Generate prompt/chosen/rejected pairs: sample answers, rank them by the model's own
+    mean log-likelihood, keep the best and the worst.
+
+    Parameters
+    ----------
+    output
+        The .jsonl file to write (preference format, message lists).
+    model
+        The model that answers and scores.
+    prompts
+        Dataset whose conversations (minus the final answer) are the prompts.
+    count
+        How many prompts to use.
+    samples
+        Answers sampled per prompt (at least 2).
+    max_tokens
+        Longest answer, in tokens.
+    temperature
+        Sampling temperature.
+    seed
+        Random seed.
+    """
+    import asyncio
+
+    from largeforge.adapters.hf.inference import EngineLikelihoodScorer
+    from largeforge.application.generation import GeneratePreferenceData
+
+    prepared = _container().prepare_dataset().execute(DatasetSpec(prompts))
+    prompt_list = [r.prompt for r in prepared.records if isinstance(r, SftExample)][:count]
+    engine = _engine(model)
+    generator = GeneratePreferenceData(
+        engine,
+        EngineLikelihoodScorer(engine),
+        samples=samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+    with _progress_bar(len(prompt_list), "generating preferences") as bar:
+        result = asyncio.run(generator.execute(prompt_list, progress=bar.update))
+    rows = [
+        {
+            "prompt": [m.as_dict() for m in pair.prompt],
+            "chosen": [m.as_dict() for m in pair.chosen],
+            "rejected": [m.as_dict() for m in pair.rejected],
+        }
+        for pair in result.records
+    ]
+    _write_jsonl(output, rows)
+    return _summary("preference", len(rows), output, result)

@@ -48,6 +48,18 @@ data_app.command(
     name="convert",
     help="Rewrite a dataset as messages, alpaca or sharegpt JSON Lines.",
 )
+generate_app = App(name="generate", help="Generate synthetic SFT or preference data with a model.")
+generate_app.command(
+    "largeforge.entrypoints.cli.data:generate_sft",
+    name="sft",
+    help="New instruction/response pairs from seed tasks (self-instruct).",
+)
+generate_app.command(
+    "largeforge.entrypoints.cli.data:generate_preferences",
+    name="preferences",
+    help="prompt/chosen/rejected pairs ranked by the model's own likelihood.",
+)
+data_app.command(generate_app)
 app.command(data_app)
 app.command(
     "largeforge.entrypoints.cli.doctor:doctor",
