@@ -79,6 +79,9 @@ class FakeEncoder:
             trainable += [message.role is Role.ASSISTANT] * (len(words) + 1)
         return EncodedExample(tuple(ids), tuple(trainable), example.source)
 
+    def encode_many(self, examples: Sequence[SftExample]) -> list[EncodedExample]:
+        return [self.encode(e) for e in examples]
+
     def encode_text(self, example: TextExample) -> EncodedExample:
         ids = (*tuple(10 + len(w) for w in example.text.split()), 2)
         return EncodedExample(ids, (True,) * len(ids), example.source)

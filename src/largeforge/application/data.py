@@ -20,7 +20,6 @@ from largeforge.domain.datasets import (
     PreferencePair,
     Record,
     SftExample,
-    TextExample,
 )
 from largeforge.domain.errors import DatasetError
 from largeforge.domain.formats import (
@@ -46,6 +45,9 @@ log = structlog.get_logger(__name__)
 
 DETECTION_SAMPLE = 200
 """How many leading rows vote on the format."""
+
+ENCODE_BATCH = 512
+"""Records rendered and tokenized per tokenizer call."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class PrepareDataset:
         state = _Accumulator(name, policy, encoder, max_length)
         for raw in raw_rows:
             state.add(raw, fmt, columns)
+        state.finish()
         report = ValidationReport(
             source=name,
             format=fmt.value,
@@ -139,6 +142,7 @@ class _Accumulator:
         self.issues: list[DatasetIssue] = []
         self.lengths: list[int] = []
         self.seen: dict[str, int] = {}
+        self.pending: list[tuple[int, Record]] = []
 
     def issue(self, line: int, error: RowError, action: IssueAction = IssueAction.SKIPPED) -> None:
         self.issues.append(
@@ -165,24 +169,53 @@ class _Accumulator:
                 self.issue(raw.line, RowError(reason, kind="duplicate"))
                 return
             self.seen[key] = raw.line
-        record = replace(record, source=f"{self.name}:{raw.line}")
-        try:
-            encoded = self._encode(record, raw.line)
-        except RowError as error:
-            self.issue(raw.line, error)
-            return
-        self.records.append(record)
-        self.encoded.append(encoded)
+        self.pending.append((raw.line, replace(record, source=f"{self.name}:{raw.line}")))
 
-    def _encode(self, record: Record, line: int) -> EncodedExample | None:
+    def finish(self) -> None:
+        """Encode the accepted records in batches, then apply the length and mask checks."""
+        for start in range(0, len(self.pending), ENCODE_BATCH):
+            batch = self.pending[start : start + ENCODE_BATCH]
+            for (line, record), encoded in zip(batch, self._encode_batch(batch), strict=True):
+                try:
+                    checked = self._check(record, encoded, line)
+                except RowError as error:
+                    self.issue(line, error)
+                    continue
+                self.records.append(record)
+                self.encoded.append(checked)
+        self.pending.clear()
+        self.issues.sort(key=lambda issue: issue.line)
+
+    def _encode_batch(
+        self, batch: Sequence[tuple[int, Record]]
+    ) -> list[EncodedExample | tuple[EncodedExample, ...] | None]:
+        """One encoding per record: a tuple of both sides for preference pairs."""
         if self.encoder is None:
+            return [None] * len(batch)
+        conversations: list[SftExample] = []
+        for _, record in batch:
+            if isinstance(record, SftExample):
+                conversations.append(record)
+            elif isinstance(record, PreferencePair):
+                conversations += [SftExample(c) for c in record.as_conversations()]
+        encoded = iter(self.encoder.encode_many(conversations))
+        out: list[EncodedExample | tuple[EncodedExample, ...] | None] = []
+        for _, record in batch:
+            if isinstance(record, SftExample):
+                out.append(next(encoded))
+            elif isinstance(record, PreferencePair):
+                out.append((next(encoded), next(encoded)))
+            else:
+                out.append(self.encoder.encode_text(record))
+        return out
+
+    def _check(
+        self, record: Record, encoded: EncodedExample | tuple[EncodedExample, ...] | None, line: int
+    ) -> EncodedExample | None:
+        if encoded is None:
             return None
-        if isinstance(record, PreferencePair):
-            chosen, rejected = record.as_conversations()
-            longest = max(
-                (self.encoder.encode(SftExample(c)) for c in (chosen, rejected)),
-                key=lambda e: e.length,
-            )
+        if isinstance(encoded, tuple):  # a preference pair: the longer side must fit
+            longest = max(encoded, key=lambda e: e.length)
             self.lengths.append(longest.length)
             if self.max_length and longest.length > self.max_length:
                 raise RowError(
@@ -190,10 +223,6 @@ class _Accumulator:
                     kind="too_long",
                 )
             return None
-        if isinstance(record, TextExample):
-            encoded = self.encoder.encode_text(record)
-        else:
-            encoded = self.encoder.encode(record)
         self.lengths.append(encoded.length)
         if encoded.trainable_tokens == 0:
             raise RowError("no trainable tokens after templating", kind="no_trainable_tokens")
@@ -205,7 +234,7 @@ class _Accumulator:
             if encoded.trainable_tokens == 0:
                 raise RowError(f"{reason}; no trainable tokens left", kind="no_trainable_tokens")
             self.issue(line, RowError(reason, kind="too_long"), IssueAction.TRUNCATED)
-        return replace(encoded, source=f"{self.name}:{line}")
+        return replace(encoded, source=record.source)
 
 
 def enforce_policy(prepared: Sequence[PreparedDataset], policy: ValidationPolicy) -> None:

@@ -117,6 +117,10 @@ class ExampleEncoder(Protocol):
 
     def encode(self, example: SftExample) -> EncodedExample: ...
 
+    def encode_many(self, examples: Sequence[SftExample]) -> list[EncodedExample]:
+        """Encode a batch (adapters may parallelise)."""
+        ...
+
     def encode_text(self, example: TextExample) -> EncodedExample: ...
 
 

@@ -10,7 +10,7 @@ newline ChatML puts after `<|im_end|>`) is not trained. No `{% generation %}` ma
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,10 @@ class HfChatTemplateEncoder:
         if self._train_on == "last":
             assistant_turns = assistant_turns[-1:]
         spans = []
+        last = len(messages) - 1
         for i in assistant_turns:
             before = self._render(messages[:i], generation_prompt=True)
-            through = self._render(messages[: i + 1], generation_prompt=False)
+            through = full if i == last else self._render(messages[: i + 1], False)
             if not (through.startswith(before) and full.startswith(through)):
                 raise ChatTemplateError(
                     "the chat template renders earlier turns differently once later turns are "
@@ -72,18 +73,41 @@ class HfChatTemplateEncoder:
         return full, spans
 
     def encode(self, example: SftExample) -> EncodedExample:
-        text, spans = self.spans(example)
-        encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = list(encoding["input_ids"])
-        offsets: list[tuple[int, int]] = [tuple(o) for o in encoding["offset_mapping"]]
+        return self.encode_many([example])[0]
+
+    def encode_many(self, examples: Sequence[SftExample]) -> list[EncodedExample]:
+        """Encode a batch: one tokenizer call (parallel in Rust) for all rendered texts."""
+        rendered = [self.spans(example) for example in examples]
+        if not rendered:
+            return []
+        encoding = self._tokenizer(
+            [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+        )
+        return [
+            self._mask(example, ids, offsets, spans)
+            for example, ids, offsets, (_, spans) in zip(
+                examples, encoding["input_ids"], encoding["offset_mapping"], rendered, strict=True
+            )
+        ]
+
+    def _mask(
+        self,
+        example: SftExample,
+        ids: list[int],
+        offsets: list[tuple[int, int]],
+        spans: list[tuple[int, int]],
+    ) -> EncodedExample:
         trainable = [False] * len(ids)
-        for start, end in spans:
-            inside = [k for k, (s, _) in enumerate(offsets) if start <= s < end]
-            ends = [k for k in inside if ids[k] in self._end_ids]
-            if ends:  # stop after the end-of-turn token; what follows it is template glue
-                inside = [k for k in inside if k <= ends[0]]
-            for k in inside:
+        k = 0
+        for start, end in spans:  # spans and offsets are both in text order
+            while k < len(ids) and offsets[k][0] < start:
+                k += 1
+            while k < len(ids) and offsets[k][0] < end:
                 trainable[k] = True
+                if ids[k] in self._end_ids:  # what follows the end-of-turn token is template glue
+                    k += 1
+                    break
+                k += 1
         return EncodedExample(tuple(ids), tuple(trainable), example.source)
 
     def encode_text(self, example: TextExample) -> EncodedExample:
