@@ -10,6 +10,7 @@ newline ChatML puts after `<|im_end|>`) is not trained. No `{% generation %}` ma
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,18 @@ class HfChatTemplateEncoder:
         rendered = [self.spans(example) for example in examples]
         if not rendered:
             return []
-        encoding = self._tokenizer(
-            [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
-        )
+        texts = [text for text, _ in rendered]
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # fast path: the Rust tokenizer, no per-item Python conversion
+            encodings = backend.encode_batch(texts, add_special_tokens=False)
+            tokenized = [(e.ids, e.offsets) for e in encodings]
+        else:
+            batch = self._tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+            tokenized = list(zip(batch["input_ids"], batch["offset_mapping"], strict=True))
         return [
             self._mask(example, ids, offsets, spans)
-            for example, ids, offsets, (_, spans) in zip(
-                examples, encoding["input_ids"], encoding["offset_mapping"], rendered, strict=True
+            for example, (ids, offsets), (_, spans) in zip(
+                examples, tokenized, rendered, strict=True
             )
         ]
 
@@ -98,14 +104,12 @@ class HfChatTemplateEncoder:
         spans: list[tuple[int, int]],
     ) -> EncodedExample:
         trainable = [False] * len(ids)
-        k = 0
-        for start, end in spans:  # spans and offsets are both in text order
-            while k < len(ids) and offsets[k][0] < start:
-                k += 1
-            while k < len(ids) and offsets[k][0] < end:
+        starts = [offset[0] for offset in offsets]
+        for start, end in spans:  # tokens whose first character lies inside the span
+            k = bisect_left(starts, start)
+            while k < len(ids) and starts[k] < end:
                 trainable[k] = True
                 if ids[k] in self._end_ids:  # what follows the end-of-turn token is template glue
-                    k += 1
                     break
                 k += 1
         return EncodedExample(tuple(ids), tuple(trainable), example.source)
