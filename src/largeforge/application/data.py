@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 DETECTION_SAMPLE = 200
 """How many leading rows vote on the format."""
 
-ENCODE_BATCH = 512
+ENCODE_BATCH = 8192
 """Records rendered and tokenized per tokenizer call."""
 
 

@@ -29,7 +29,12 @@ class HfChatTemplateEncoder:
     `train_on="all"` trains every assistant turn; `"last"` only the final one.
     """
 
-    def __init__(self, tokenizer: Any, train_on: str = "all", end_ids: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        train_on: str = "all",
+        end_ids: Iterable[int] = (),
+    ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ChatTemplateError("the tokenizer has no chat template")
         if train_on not in {"all", "last"}:
@@ -40,6 +45,7 @@ class HfChatTemplateEncoder:
         if tokenizer.eos_token_id is not None:
             ids.add(int(tokenizer.eos_token_id))
         self._end_ids = frozenset(ids)
+        self._generation_suffix = self._probe_generation_suffix()
 
     @property
     def tokenizer(self) -> Any:
@@ -62,7 +68,13 @@ class HfChatTemplateEncoder:
             assistant_turns = assistant_turns[-1:]
         spans = []
         last = len(messages) - 1
+        suffix = self._generation_suffix
         for i in assistant_turns:
+            if i == last and suffix and suffix not in messages[i]["content"]:
+                # The final turn starts right after the last generation prompt in `full`; this
+                # saves a render per conversation (the other turns are rendered and checked).
+                spans.append((full.rindex(suffix) + len(suffix), len(full)))
+                continue
             before = self._render(messages[:i], generation_prompt=True)
             through = full if i == last else self._render(messages[: i + 1], False)
             if not (through.startswith(before) and full.startswith(through)):
@@ -78,7 +90,7 @@ class HfChatTemplateEncoder:
 
     def encode_many(self, examples: Sequence[SftExample]) -> list[EncodedExample]:
         """Encode a batch: one tokenizer call (parallel in Rust) for all rendered texts."""
-        rendered = [self.spans(example) for example in examples]
+        rendered = self._render_all(examples)
         if not rendered:
             return []
         texts = [text for text, _ in rendered]
@@ -96,6 +108,18 @@ class HfChatTemplateEncoder:
             )
         ]
 
+    def _render_all(
+        self, examples: Sequence[SftExample]
+    ) -> list[tuple[str, list[tuple[int, int]]]]:
+        return [self.spans(example) for example in examples]
+
+    def _probe_generation_suffix(self) -> str:
+        """What `add_generation_prompt` appends (e.g. `<|im_start|>assistant\\n`), or ''."""
+        probe = [{"role": "user", "content": "probe"}]
+        bare = self._render(probe, generation_prompt=False)
+        with_prompt = self._render(probe, generation_prompt=True)
+        return with_prompt[len(bare) :] if with_prompt.startswith(bare) else ""
+
     def _mask(
         self,
         example: SftExample,
@@ -104,14 +128,14 @@ class HfChatTemplateEncoder:
         spans: list[tuple[int, int]],
     ) -> EncodedExample:
         trainable = [False] * len(ids)
-        starts = [offset[0] for offset in offsets]
         for start, end in spans:  # tokens whose first character lies inside the span
-            k = bisect_left(starts, start)
-            while k < len(ids) and starts[k] < end:
-                trainable[k] = True
+            first = bisect_left(offsets, start, key=_first)
+            last = bisect_left(offsets, end, lo=first, key=_first)
+            for k in range(first, last):
                 if ids[k] in self._end_ids:  # what follows the end-of-turn token is template glue
+                    last = k + 1
                     break
-                k += 1
+            trainable[first:last] = [True] * (last - first)
         return EncodedExample(tuple(ids), tuple(trainable), example.source)
 
     def encode_text(self, example: TextExample) -> EncodedExample:
@@ -119,6 +143,10 @@ class HfChatTemplateEncoder:
         if self._tokenizer.eos_token_id is not None:
             ids.append(int(self._tokenizer.eos_token_id))
         return EncodedExample(tuple(ids), (True,) * len(ids), example.source)
+
+
+def _first(offset: tuple[int, int]) -> int:
+    return offset[0]
 
 
 class HfEncoderFactory:
