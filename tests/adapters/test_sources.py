@@ -67,6 +67,19 @@ def test_every_format_from_every_file_type(tmp_path: Path, suffix: str, fmt: Dat
     assert len(result.records) == 3
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet", ".csv", ""])
+def test_every_file_type_through_the_cli(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from largeforge.entrypoints.cli.main import main
+
+    for fmt in DatasetFormat:
+        path = write(tmp_path / f"{fmt.value}{suffix}", variants(fmt))
+        assert main(["data", "validate", str(path), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["format"], report["kept"]) == (fmt.value, 3)
+
+
 def test_explicit_format_and_column_mapping(tmp_path: Path) -> None:
     path = write(
         tmp_path / "qa.jsonl", [{"q": f"question {i}", "a": f"answer {i}"} for i in range(4)]

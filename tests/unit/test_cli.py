@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,3 +116,40 @@ def test_doctor_reports_every_dependency(tmp_path: Path) -> None:
     ):
         assert name in result.stdout
     assert "all required checks passed" in result.stdout
+
+
+def test_run_with_bad_data_fails_before_loading_the_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(10)
+    ]
+    lines = [json.dumps(r) for r in rows] + ["{oops", json.dumps({"messages": "nope"})]
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    result = run_cli(
+        "run-training",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "bad.jsonl",
+        "--output",
+        "runs",
+        "--name",
+        "bad",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert "2 of 12 rows skipped" in line
+    assert "bad.jsonl:11: invalid JSON" in line
+    assert "trainer_ready" not in result.stderr  # the model was never loaded
+    report = json.loads((tmp_path / "runs" / "bad" / "data_report.json").read_text())
+    assert [i["line"] for i in report["datasets"][0]["issues"]] == [11, 12]
+    run = json.loads((tmp_path / "runs" / "bad" / "run.json").read_text())
+    assert run["state"] == "failed"

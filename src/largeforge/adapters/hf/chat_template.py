@@ -90,7 +90,7 @@ class HfChatTemplateEncoder:
 
     def encode_many(self, examples: Sequence[SftExample]) -> list[EncodedExample]:
         """Encode a batch: one tokenizer call (parallel in Rust) for all rendered texts."""
-        rendered = self._render_all(examples)
+        rendered = [self.spans(example) for example in examples]
         if not rendered:
             return []
         texts = [text for text, _ in rendered]
