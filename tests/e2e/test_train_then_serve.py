@@ -25,7 +25,7 @@ def test_cli_training_then_serving_with_the_openai_client(
         "name: e2e\n"
         "lora: {rank: 4, alpha: 8}\n"
         "training: {max_steps: 4, batch_size: 4, learning_rate: 0.005, logging_steps: 1,"
-        " warmup_steps: 0, max_length: 128}\n"
+        " warmup_steps: 0, max_length: 256}\n"
     )
     result = subprocess.run(
         largeforge("run-training", str(config), "--output", str(tmp_path / "runs")),
