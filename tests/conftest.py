@@ -18,6 +18,7 @@ from tests.fakes import (
     FakeModelMerger,
     FakeModelResolver,
     FakeModelTrainer,
+    FakePreferenceTrainer,
     InMemoryRowSource,
     InMemoryRunStore,
 )
@@ -61,6 +62,7 @@ def fakes() -> dict[str, Any]:
         ),
         "encoders": FakeEncoderFactory(),
         "trainer": FakeModelTrainer(),
+        "preference_trainer": FakePreferenceTrainer(),
         "merger": FakeModelMerger(),
         "store": InMemoryRunStore(),
         "engine": FakeInferenceEngine(),
@@ -80,6 +82,7 @@ def container(fakes: dict[str, Any]) -> Iterator[Any]:
     c.row_source.override(fakes["rows"])
     c.encoder_factory.override(fakes["encoders"])
     c.trainer.override(fakes["trainer"])
+    c.preference_trainer.override(fakes["preference_trainer"])
     c.merger.override(fakes["merger"])
     c.run_store.override(fakes["store"])
     c.inference_engine.override(fakes["engine"])

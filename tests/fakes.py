@@ -24,7 +24,7 @@ from largeforge.domain import (
     TrainingRun,
     Usage,
 )
-from largeforge.domain.datasets import EncodedExample, TextExample
+from largeforge.domain.datasets import EncodedExample, PreferencePair, TextExample
 
 
 class FakeClock:
@@ -127,6 +127,36 @@ class FakeModelTrainer:
             eval_loss_after=1.5,
             train_examples=len(train),
             eval_examples=len(evaluation),
+        )
+
+
+@dataclass
+class FakePreferenceTrainer:
+    """Records the pairs it was given; the eval reward margin grows from 0 to 0.5."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def train(
+        self,
+        plan: TrainingPlan,
+        model_dir: str,
+        train: Sequence[PreferencePair],
+        evaluation: Sequence[PreferencePair],
+        run_dir: str,
+        on_metrics: MetricsCallback,
+    ) -> TrainingResult:
+        self.calls.append({"plan": plan, "train": train, "eval": evaluation})
+        on_metrics(StepMetrics(step=1, loss=0.69, reward_margin=0.1))
+        return TrainingResult(
+            adapter_dir=str(Path(run_dir) / "adapter"),
+            steps=1,
+            train_loss=0.69,
+            eval_loss_before=0.69,
+            eval_loss_after=0.6,
+            train_examples=len(train),
+            eval_examples=len(evaluation),
+            eval_reward_margin_before=0.0,
+            eval_reward_margin_after=0.5,
         )
 
 

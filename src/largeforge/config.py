@@ -76,6 +76,12 @@ class ValidationSettings(_Strict):
         )
 
 
+class DpoSettings(_Strict):
+    """DPO settings (`dpo:` in the run file)."""
+
+    beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference")
+
+
 class TrainingSettings(_Strict):
     """Optimisation settings (`training:` in the run file)."""
 
@@ -103,6 +109,9 @@ class RunConfig(_Strict):
     output_dir: str = Field("runs", description="parent directory of run directories")
     name: str | None = Field(None, description="run directory name (default: timestamped)")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    method: Literal["sft", "dpo"] = Field("sft", description="sft, or dpo on preference pairs")
+    adapter: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full weights")
+    dpo: DpoSettings = Field(default_factory=DpoSettings)
     merge: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -122,6 +131,9 @@ class RunConfig(_Strict):
             datasets=self.dataset_specs(),
             validation=self.validation.to_policy(),
             train_on=self.train_on,
+            method=self.method,
+            adapter=self.adapter,
+            dpo_beta=self.dpo.beta,
             lora=LoraSpec(
                 rank=self.lora.rank,
                 alpha=self.lora.alpha,

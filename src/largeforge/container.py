@@ -28,6 +28,12 @@ def _trl_sft_trainer(device: str) -> Any:
     return TrlSftTrainer(device=device)
 
 
+def _trl_dpo_trainer(device: str) -> Any:
+    from largeforge.adapters.trl.dpo import TrlDpoTrainer
+
+    return TrlDpoTrainer(device=device)
+
+
 def _hf_encoder_factory() -> Any:
     from largeforge.adapters.hf.chat_template import HfEncoderFactory
 
@@ -74,6 +80,7 @@ class Container(containers.DeclarativeContainer):
     encoder_factory = providers.Singleton(_hf_encoder_factory)
     prepare_dataset = providers.Factory(PrepareDataset, source=row_source)
     trainer = providers.Singleton(_trl_sft_trainer, device=config.run.device)
+    preference_trainer = providers.Singleton(_trl_dpo_trainer, device=config.run.device)
     merger = providers.Singleton(_peft_merger)
     run_store = providers.Singleton(FilesystemRunStore, root=config.run.output_dir)
 
@@ -83,6 +90,7 @@ class Container(containers.DeclarativeContainer):
         prepare=prepare_dataset,
         encoders=encoder_factory,
         trainer=trainer,
+        preference_trainer=preference_trainer,
         merger=merger,
         store=run_store,
         clock=clock,

@@ -88,3 +88,71 @@ def test_merge_matches_base_plus_adapter(
     ids = tokenizer("hello", return_tensors="pt")
     with torch.no_grad():
         assert not torch.allclose(model(**ids).logits, base(**ids).logits)
+
+
+def test_full_fine_tuning_writes_a_whole_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    examples = [encoder.encode(make_example(f"Say {i}", f"{i} {i} {i}.")) for i in range(12)]
+    plan = TrainingPlan(
+        model="tiny",
+        datasets=(DatasetSpec("mem"),),
+        adapter="full",
+        max_steps=4,
+        batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        max_length=64,
+    )
+    result = TrlSftTrainer(device="cpu").train(
+        replace(plan),
+        str(tiny_model_dir),
+        examples[:10],
+        examples[10:],
+        str(tmp_path),
+        lambda m: None,
+    )
+    out = Path(result.adapter_dir)
+    assert out.name == "merged"
+    assert (out / "model.safetensors").is_file()
+    assert (out / "generation_config.json").is_file()
+    assert result.eval_loss_after < result.eval_loss_before
+
+
+def test_dpo_with_lora_increases_the_reward_margin(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from largeforge.adapters.trl.dpo import TrlDpoTrainer
+    from largeforge.domain import Message, Role
+    from largeforge.domain.datasets import PreferencePair
+
+    pairs = [
+        PreferencePair(
+            prompt=(Message(Role.USER, f"Is {i} even?"),),
+            chosen=(Message(Role.ASSISTANT, "yes" if i % 2 == 0 else "no"),),
+            rejected=(Message(Role.ASSISTANT, "banana banana"),),
+        )
+        for i in range(16)
+    ]
+    plan = TrainingPlan(
+        model="tiny",
+        datasets=(DatasetSpec("mem"),),
+        method="dpo",
+        lora=LoraSpec(rank=4, alpha=8),
+        max_steps=6,
+        batch_size=4,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        logging_steps=2,
+        max_length=64,
+    )
+    metrics: list[StepMetrics] = []
+    result = TrlDpoTrainer(device="cpu").train(
+        plan, str(tiny_model_dir), pairs[:12], pairs[12:], str(tmp_path), metrics.append
+    )
+    assert result.eval_reward_margin_before == pytest.approx(0.0, abs=1e-4)
+    assert result.eval_reward_margin_after is not None
+    assert result.eval_reward_margin_after > 0.0
+    assert result.eval_loss_after < result.eval_loss_before
+    assert (Path(result.adapter_dir) / "adapter_config.json").is_file()
+    assert any(m.reward_margin is not None for m in metrics)

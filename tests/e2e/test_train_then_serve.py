@@ -53,6 +53,22 @@ def test_cli_training_then_serving_with_the_openai_client(
     assert (run_dir / "config.yaml").is_file()
     assert (tmp_path / "runs" / "latest").resolve() == run_dir.resolve()
 
+    remerged = tmp_path / "remerged"
+    merge = subprocess.run(
+        largeforge("merge", str(run_dir), "-o", str(remerged), "--tolerance", "1e-4"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+        check=False,
+    )
+    assert merge.returncode == 0, merge.stderr[-2000:]
+    assert "max |logit difference| vs base + adapter:" in merge.stdout
+    assert (remerged / "model.safetensors").is_file()
+    assert (remerged / "chat_template.jinja").read_text() == (
+        merged / "chat_template.jinja"
+    ).read_text()
+
     with running_server(
         "--model",
         str(merged),

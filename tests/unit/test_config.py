@@ -77,3 +77,39 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_non_mapping_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_run_config(write(tmp_path, "- a\n- b\n"))
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+)
+def test_example_run_files_are_valid(example: Path) -> None:
+    plan = load_run_config(example).to_plan()
+    assert plan.datasets
+
+
+def test_dataset_mappings_and_lists(tmp_path: Path) -> None:
+    text = (
+        "method: dpo\nadapter: full\ndpo: {beta: 0.2}\n"
+        "dataset:\n  - sample\n"
+        "  - {path: qa.csv, format: alpaca, columns: {instruction: q}, count: 9}\n"
+    )
+    plan = load_run_config(write(tmp_path, text)).to_plan()
+    assert [d.source for d in plan.datasets] == ["sample", "qa.csv"]
+    assert plan.datasets[1].column_map == {"instruction": "q"}
+    assert plan.datasets[1].count == 9
+    assert (plan.method, plan.adapter, plan.dpo_beta) == ("dpo", "full", 0.2)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lora: {rank: 0}\n", "'lora.rank'"),
+        ("training: {learning_rate: -1}\n", "'training.learning_rate'"),
+        ("method: ppo\n", "'method'"),
+        ("dataset: {path: x.jsonl, format: csvish}\n", "format"),
+        ("validation: {max_skip_fraction: 2}\n", "'validation.max_skip_fraction'"),
+    ],
+)
+def test_impossible_settings_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_run_config(write(tmp_path, text))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from largeforge.domain import DatasetError, ModelNotFoundError, RunState
-from largeforge.domain.errors import TrainingError
+from largeforge.domain.errors import ConfigError, TrainingError
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
 from largeforge.domain.validation import DatasetPolicyError
 from tests.conftest import messages_row
@@ -150,7 +150,7 @@ def test_preference_data_is_refused_for_sft(container: Any, fakes: dict[str, Any
     fakes["rows"].datasets["prefs.jsonl"] = [
         {"prompt": f"q{i}", "chosen": "good", "rejected": f"bad{i}"} for i in range(5)
     ]
-    with pytest.raises(DatasetError, match="train with DPO"):
+    with pytest.raises(DatasetError, match="train with `method: dpo`"):
         container.run_training().execute(
             plan_for(container, datasets=(DatasetSpec("prefs.jsonl"),))
         )
@@ -160,3 +160,36 @@ def test_explicit_run_id_names_the_run(container: Any, fakes: dict[str, Any]) ->
     outcome = container.run_training().execute(plan_for(container), run_id="my-run")
     assert outcome.run.run_id == "my-run"
     assert outcome.run_dir == "/runs/my-run"
+
+
+def preference_rows(n: int) -> list[dict[str, str]]:
+    return [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(n)]
+
+
+def test_dpo_trains_on_preference_pairs(container: Any, fakes: dict[str, Any]) -> None:
+    fakes["rows"].datasets["prefs.jsonl"] = preference_rows(20)
+    plan = plan_for(container, datasets=(DatasetSpec("prefs.jsonl"),), method="dpo")
+    outcome = container.run_training().execute(plan)
+    (call,) = fakes["preference_trainer"].calls
+    assert len(call["train"]) + len(call["eval"]) == 20
+    assert fakes["trainer"].calls == []
+    assert outcome.run.result.eval_reward_margin_after == 0.5
+    assert fakes["merger"].merges  # the DPO adapter is merged like an SFT one
+
+
+def test_dpo_refuses_sft_only_data_before_training(container: Any, fakes: dict[str, Any]) -> None:
+    with pytest.raises(DatasetError, match=r"method 'dpo' needs preference pairs.*20 of 20"):
+        container.run_training().execute(plan_for(container, method="dpo"))
+    assert fakes["preference_trainer"].calls == []
+
+
+def test_full_fine_tuning_needs_no_merge(container: Any, fakes: dict[str, Any]) -> None:
+    outcome = container.run_training().execute(plan_for(container, adapter="full"))
+    assert fakes["merger"].merges == []
+    assert outcome.run.merged_dir == outcome.run.result.adapter_dir
+
+
+def test_batch_larger_than_the_data_names_the_field(container: Any, fakes: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"training.batch_size 64 is larger than the 18"):
+        container.run_training().execute(plan_for(container, batch_size=64))
+    assert fakes["trainer"].calls == []

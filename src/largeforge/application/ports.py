@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from largeforge.domain.datasets import (
     EncodedExample,
     Message,
+    PreferencePair,
     SftExample,
     TextExample,
 )
@@ -43,6 +44,21 @@ class ModelTrainer(Protocol):
         model_dir: str,
         train: Sequence[EncodedExample],
         evaluation: Sequence[EncodedExample],
+        run_dir: str,
+        on_metrics: MetricsCallback,
+    ) -> TrainingResult: ...
+
+
+@runtime_checkable
+class PreferenceTrainer(Protocol):
+    """Preference-tunes (DPO) a model directory on prompt/chosen/rejected pairs."""
+
+    def train(
+        self,
+        plan: TrainingPlan,
+        model_dir: str,
+        train: Sequence[PreferencePair],
+        evaluation: Sequence[PreferencePair],
         run_dir: str,
         on_metrics: MetricsCallback,
     ) -> TrainingResult: ...

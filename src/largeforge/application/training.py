@@ -17,16 +17,20 @@ from largeforge.application.ports import (
     ModelMerger,
     ModelResolver,
     ModelTrainer,
+    PreferenceTrainer,
     RunStore,
 )
 from largeforge.domain.datasets import EncodedExample, PreferencePair, split_examples
-from largeforge.domain.errors import DatasetError, LargeForgeError
+from largeforge.domain.errors import ConfigError, DatasetError, LargeForgeError
 from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingRun
 from largeforge.domain.validation import DatasetPolicyError
 
 log = structlog.get_logger(__name__)
 
 MAX_LOGGED_ISSUES = 20
+
+TrainingUnit = EncodedExample | PreferencePair
+"""What a trainer consumes: an encoded conversation (SFT) or a preference pair (DPO)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,7 @@ class RunTraining:
         prepare: PrepareDataset,
         encoders: EncoderFactory,
         trainer: ModelTrainer,
+        preference_trainer: PreferenceTrainer,
         merger: ModelMerger,
         store: RunStore,
         clock: Clock,
@@ -59,6 +64,7 @@ class RunTraining:
         self._prepare = prepare
         self._encoders = encoders
         self._trainer = trainer
+        self._preference_trainer = preference_trainer
         self._merger = merger
         self._store = store
         self._clock = clock
@@ -85,9 +91,10 @@ class RunTraining:
             bound.info(
                 "training_started",
                 model=plan.model,
+                method=plan.method,
+                adapter=plan.adapter,
                 train_examples=len(train),
                 eval_examples=len(val),
-                train_tokens=sum(e.length for e in train),
             )
             run = run.start(self._clock.now())
             self._store.save(run)
@@ -95,9 +102,22 @@ class RunTraining:
             def on_metrics(metrics: StepMetrics) -> None:
                 self._store.append_metrics(run.run_id, metrics)
 
-            result = self._trainer.train(plan, model_dir, train, val, run_dir, on_metrics)
+            if plan.method == "dpo":
+                pairs = [p for p in train if isinstance(p, PreferencePair)]
+                val_pairs = [p for p in val if isinstance(p, PreferencePair)]
+                result = self._preference_trainer.train(
+                    plan, model_dir, pairs, val_pairs, run_dir, on_metrics
+                )
+            else:
+                encoded = [e for e in train if isinstance(e, EncodedExample)]
+                val_encoded = [e for e in val if isinstance(e, EncodedExample)]
+                result = self._trainer.train(
+                    plan, model_dir, encoded, val_encoded, run_dir, on_metrics
+                )
             merged_dir = None
-            if plan.merge:
+            if plan.adapter == "full":
+                merged_dir = result.adapter_dir  # full fine-tuning writes a whole model
+            elif plan.merge:
                 merged_dir = self._merger.merge(
                     model_dir, result.adapter_dir, str(PurePath(run_dir) / "merged")
                 )
@@ -126,7 +146,10 @@ class RunTraining:
 
     def _prepare_data(
         self, plan: TrainingPlan, model_dir: str, run_id: str
-    ) -> tuple[tuple[EncodedExample, ...], tuple[EncodedExample, ...]]:
+    ) -> tuple[
+        tuple[EncodedExample | PreferencePair, ...], tuple[EncodedExample | PreferencePair, ...]
+    ]:
+        """Validated training units: encodings for SFT, preference pairs for DPO."""
         encoder = self._encoders.for_model(model_dir, plan.train_on)
         prepared = [
             self._prepare.execute(spec, plan.validation, encoder, plan.max_length)
@@ -143,10 +166,26 @@ class RunTraining:
             log.error("dataset_policy_failed", reports=reports)
             raise
         mixed = mix(prepared, plan.seed)
-        if any(isinstance(record, PreferencePair) for record, _ in mixed):
-            raise DatasetError(
-                "preference pairs (prompt/chosen/rejected) train with DPO, not SFT; "
-                "give SFT data (alpaca, sharegpt, messages, prompt/completion or text)"
+        units: tuple[TrainingUnit, ...]
+        pairs = tuple(r for r, _ in mixed if isinstance(r, PreferencePair))
+        if plan.method == "dpo":
+            if len(pairs) != len(mixed):
+                raise DatasetError(
+                    f"method 'dpo' needs preference pairs (prompt/chosen/rejected); "
+                    f"{len(mixed) - len(pairs)} of {len(mixed)} rows are not"
+                )
+            units = pairs
+        else:
+            if pairs:
+                raise DatasetError(
+                    "preference pairs (prompt/chosen/rejected) train with `method: dpo`, not "
+                    "SFT; give SFT data (alpaca, sharegpt, messages, prompt/completion or text)"
+                )
+            units = tuple(e for _, e in mixed if e is not None)
+        train, val = split_examples(units, plan.val_size, plan.seed)
+        if len(train) < plan.batch_size:
+            raise ConfigError(
+                f"training.batch_size {plan.batch_size} is larger than the {len(train)} training "
+                "examples; lower it or add data"
             )
-        encoded = tuple(e for _, e in mixed if e is not None)
-        return split_examples(encoded, plan.val_size, plan.seed)
+        return train, val

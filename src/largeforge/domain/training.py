@@ -40,6 +40,9 @@ class TrainingPlan:
     lora: LoraSpec = field(default_factory=LoraSpec)
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     train_on: str = "all"
+    method: str = "sft"  # "sft" or "dpo"
+    adapter: str = "lora"  # "lora" or "full"
+    dpo_beta: float = 0.1
     max_steps: int = 30
     epochs: float = 1.0
     batch_size: int = 4
@@ -55,6 +58,12 @@ class TrainingPlan:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise ValueError("a training plan needs at least one dataset")
+        if self.method not in {"sft", "dpo"}:
+            raise ValueError(f"method must be 'sft' or 'dpo', got {self.method!r}")
+        if self.adapter not in {"lora", "full"}:
+            raise ValueError(f"adapter must be 'lora' or 'full', got {self.adapter!r}")
+        if self.dpo_beta <= 0:
+            raise ValueError(f"dpo beta must be positive, got {self.dpo_beta}")
         if self.train_on not in {"all", "last"}:
             raise ValueError(f"train_on must be 'all' or 'last', got {self.train_on!r}")
         if self.batch_size <= 0 or self.gradient_accumulation_steps <= 0:
@@ -103,6 +112,10 @@ class StepMetrics:
     tokens_per_second: float | None = None
     eval_loss: float | None = None
     epoch: float | None = None
+    grad_norm: float | None = None
+    reward_margin: float | None = None
+    reward_accuracy: float | None = None
+    eval_reward_margin: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         items = {
@@ -112,6 +125,10 @@ class StepMetrics:
             "tokens_per_second": self.tokens_per_second,
             "eval_loss": self.eval_loss,
             "epoch": self.epoch,
+            "grad_norm": self.grad_norm,
+            "reward_margin": self.reward_margin,
+            "reward_accuracy": self.reward_accuracy,
+            "eval_reward_margin": self.eval_reward_margin,
         }
         return {k: v for k, v in items.items() if v is not None}
 
@@ -127,6 +144,8 @@ class TrainingResult:
     eval_loss_after: float | None
     train_examples: int
     eval_examples: int
+    eval_reward_margin_before: float | None = None
+    eval_reward_margin_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,18 @@ from largeforge.domain.errors import DatasetError
 SAMPLE_DATASET = "sample"
 """Name of the bundled sample dataset (Python documentation Q&A, PSF licensed)."""
 
+BUNDLED = {
+    SAMPLE_DATASET: "sample_chat.jsonl",
+    "sample-preferences": "sample_preferences.jsonl",
+}
+"""Bundled datasets by name: the chat sample, and preference pairs derived from it."""
+
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
 
 
-def sample_dataset_path() -> Path:
-    """Path of the bundled sample chat dataset inside the installed package."""
-    return Path(str(resources.files("largeforge.resources.data") / "sample_chat.jsonl"))
+def sample_dataset_path(name: str = SAMPLE_DATASET) -> Path:
+    """Path of a bundled dataset (`sample`, `sample-preferences`) inside the installed package."""
+    return Path(str(resources.files("largeforge.resources.data") / BUNDLED[name]))
 
 
 class FileRowSource:
@@ -31,13 +37,13 @@ class FileRowSource:
     """
 
     def name(self, source: str) -> str:
-        if source == SAMPLE_DATASET:
-            return sample_dataset_path().name
+        if source in BUNDLED:
+            return BUNDLED[source]
         path = Path(source)
         return path.name if path.exists() else source
 
     def rows(self, source: str) -> Iterator[RawRow]:
-        path = sample_dataset_path() if source == SAMPLE_DATASET else Path(source).expanduser()
+        path = sample_dataset_path(source) if source in BUNDLED else Path(source).expanduser()
         if path.is_dir():
             return _datasets_dir(path)
         if path.is_file():

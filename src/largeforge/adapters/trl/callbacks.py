@@ -44,6 +44,10 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
             tokens_per_second=tokens_per_second,
             eval_loss=_float(logs.get("eval_loss")),
             epoch=_float(logs.get("epoch")),
+            grad_norm=_float(logs.get("grad_norm")),
+            reward_margin=_float(logs.get("rewards/margins")),
+            reward_accuracy=_float(logs.get("rewards/accuracies")),
+            eval_reward_margin=_float(logs.get("eval_rewards/margins")),
         )
         if "loss" in logs:
             self.latest = metrics

@@ -32,6 +32,11 @@ app.command(
     name="serve",
     help="Serve a model over an OpenAI-compatible HTTP API.",
 )
+app.command(
+    "largeforge.entrypoints.cli.merge:merge",
+    name="merge",
+    help="Merge a run's LoRA adapter into its base model, checking the logits match.",
+)
 data_app = App(name="data", help="Validate, preview and convert datasets.")
 data_app.command(
     "largeforge.entrypoints.cli.data:validate",

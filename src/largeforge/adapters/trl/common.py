@@ -1,0 +1,165 @@
+"""What the TRL trainers share: model loading, CPU-safe arguments, evaluation, saving."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from largeforge.adapters.system.device import DeviceInfo, detect_device
+from largeforge.domain.errors import BackendUnavailableError, TrainingError
+from largeforge.domain.training import LoraSpec, TrainingPlan
+
+log = structlog.get_logger(__name__)
+
+
+def require_training_stack() -> None:
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        import trl  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise BackendUnavailableError(
+            f"training needs torch, transformers, trl and peft ({exc.name} is missing): "
+            "run `make install`"
+        ) from exc
+
+
+def quiet_libraries() -> None:
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    disable_progress_bar()  # our own bar and logs say what is happening
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_model_and_tokenizer(model_dir: str, device: DeviceInfo, seed: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.torch_dtype())
+    return model, tokenizer
+
+
+def lora_config(spec: LoraSpec) -> Any:
+    from peft import LoraConfig
+
+    targets: str | list[str]
+    targets = "all-linear" if spec.target_modules == ("all-linear",) else list(spec.target_modules)
+    return LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def peft_config(plan: TrainingPlan) -> Any:
+    return lora_config(plan.lora) if plan.adapter == "lora" else None
+
+
+def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dict[str, Any]:
+    """`TrainingArguments` fields that train well on a CPU (fp32, no checkpointing) and a GPU."""
+    return {
+        "output_dir": str(work_dir),
+        "max_steps": plan.max_steps if plan.max_steps > 0 else -1,
+        "num_train_epochs": plan.epochs,
+        "per_device_train_batch_size": plan.batch_size,
+        "per_device_eval_batch_size": max(plan.batch_size, 8),
+        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+        "learning_rate": plan.learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": plan.warmup_steps,
+        "logging_steps": plan.logging_steps,
+        "logging_first_step": True,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "report_to": "none",
+        "max_length": plan.max_length,
+        "seed": plan.seed,
+        "data_seed": plan.seed,
+        "use_cpu": device.is_cpu,
+        "bf16": device.dtype_name == "bfloat16",
+        "fp16": device.dtype_name == "float16" and device.kind == "cuda",
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def attach_progress(trainer: Any, on_metrics: Any) -> Any:
+    """Forward metrics and show our progress bar instead of the printer's raw dicts."""
+    from transformers import PrinterCallback
+
+    from largeforge.adapters.trl.callbacks import MetricsForwarder, ProgressBar
+
+    forwarder = MetricsForwarder(on_metrics)
+    trainer.add_callback(forwarder)
+    trainer.add_callback(ProgressBar(forwarder))
+    trainer.remove_callback(PrinterCallback)
+    return forwarder
+
+
+def log_ready(trainer: Any, device: DeviceInfo, plan: TrainingPlan) -> None:
+    params = list(trainer.model.parameters())
+    log.info(
+        "trainer_ready",
+        method=plan.method,
+        adapter=plan.adapter,
+        device=device.kind,
+        dtype=device.dtype_name,
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_params=sum(p.numel() for p in params),
+        max_steps=trainer.args.max_steps,
+    )
+
+
+def evaluate(trainer: Any, has_eval: bool, step: int) -> dict[str, float]:
+    """The eval metrics (the forwarder records them in metrics.jsonl), checked for NaN."""
+    if not has_eval:
+        return {}
+    metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
+    loss = metrics.get("eval_loss")
+    if loss is not None and not math.isfinite(loss):
+        raise TrainingError(f"evaluation loss is {loss} at step {step}")
+    log.info(
+        "evaluated",
+        step=step,
+        **{k: round(v, 4) for k, v in metrics.items() if "loss" in k or "reward" in k},
+    )
+    return metrics
+
+
+def run_training(trainer: Any) -> Any:
+    try:
+        return trainer.train()
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"training failed: {exc}") from exc
+
+
+def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str) -> str:
+    """Save the adapter (LoRA) or the whole model (full) with its tokenizer; return the path."""
+    out = Path(run_dir) / ("adapter" if plan.adapter == "lora" else "merged")
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    if plan.adapter == "full":
+        trainer.model.generation_config.save_pretrained(str(out))
+    work_dir = Path(trainer.args.output_dir)
+    if work_dir.is_dir() and not any(work_dir.iterdir()):
+        work_dir.rmdir()
+    return str(out)
+
+
+def device_for(requested: str) -> DeviceInfo:
+    return detect_device(requested)

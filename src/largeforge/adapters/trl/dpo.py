@@ -1,0 +1,86 @@
+"""Direct preference optimisation with TRL's `DPOTrainer`.
+
+With LoRA the reference model is the base model with the adapter disabled (no second copy in
+memory); with full fine-tuning TRL keeps a frozen copy as the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from largeforge.adapters.trl import common
+from largeforge.application.ports import MetricsCallback
+from largeforge.domain.datasets import PreferencePair
+from largeforge.domain.training import TrainingPlan, TrainingResult
+
+
+def to_preference_row(pair: PreferencePair) -> dict[str, list[dict[str, str]]]:
+    """TRL's conversational preference row."""
+    return {
+        "prompt": [m.as_dict() for m in pair.prompt],
+        "chosen": [m.as_dict() for m in pair.chosen],
+        "rejected": [m.as_dict() for m in pair.rejected],
+    }
+
+
+class TrlDpoTrainer:
+    """`PreferenceTrainer` over TRL DPO (sigmoid loss, `beta` from the plan)."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self._device = device
+
+    def train(
+        self,
+        plan: TrainingPlan,
+        model_dir: str,
+        train: Sequence[PreferencePair],
+        evaluation: Sequence[PreferencePair],
+        run_dir: str,
+        on_metrics: MetricsCallback,
+    ) -> TrainingResult:
+        common.require_training_stack()
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+
+        common.quiet_libraries()
+        device = common.device_for(self._device)
+        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan.seed)
+        train_ds = Dataset.from_list([to_preference_row(p) for p in train])
+        eval_ds = Dataset.from_list([to_preference_row(p) for p in evaluation])
+        args = DPOConfig(
+            **common.common_arguments(plan, device, Path(run_dir) / "checkpoints"),
+            beta=plan.dpo_beta,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=None,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds if len(eval_ds) else None,
+            processing_class=tokenizer,
+            peft_config=common.peft_config(plan),
+        )
+        common.attach_progress(trainer, on_metrics)
+        common.log_ready(trainer, device, plan)
+        before = common.evaluate(trainer, len(eval_ds) > 0, step=0)
+        output = common.run_training(trainer)
+        steps = int(trainer.state.global_step)
+        after = common.evaluate(trainer, len(eval_ds) > 0, step=steps)
+        return TrainingResult(
+            adapter_dir=common.save_outputs(trainer, tokenizer, plan, run_dir),
+            steps=steps,
+            train_loss=float(output.training_loss) if output.training_loss is not None else None,
+            eval_loss_before=before.get("eval_loss"),
+            eval_loss_after=after.get("eval_loss"),
+            train_examples=len(train_ds),
+            eval_examples=len(eval_ds),
+            eval_reward_margin_before=_margin(before),
+            eval_reward_margin_after=_margin(after),
+        )
+
+
+def _margin(metrics: dict[str, Any]) -> float | None:
+    value = metrics.get("eval_rewards/margins")
+    return None if value is None else float(value)
