@@ -111,9 +111,16 @@ class FakeModelTrainer:
         evaluation: Sequence[EncodedExample],
         run_dir: str,
         on_metrics: MetricsCallback,
+        resume: bool = False,
     ) -> TrainingResult:
         self.calls.append(
-            {"plan": plan, "model_dir": model_dir, "train": train, "eval": evaluation}
+            {
+                "plan": plan,
+                "model_dir": model_dir,
+                "train": train,
+                "eval": evaluation,
+                "resume": resume,
+            }
         )
         if self.fail_with is not None:
             raise self.fail_with
@@ -144,8 +151,9 @@ class FakePreferenceTrainer:
         evaluation: Sequence[PreferencePair],
         run_dir: str,
         on_metrics: MetricsCallback,
+        resume: bool = False,
     ) -> TrainingResult:
-        self.calls.append({"plan": plan, "train": train, "eval": evaluation})
+        self.calls.append({"plan": plan, "train": train, "eval": evaluation, "resume": resume})
         on_metrics(StepMetrics(step=1, loss=0.69, reward_margin=0.1))
         return TrainingResult(
             adapter_dir=str(Path(run_dir) / "adapter"),

@@ -193,3 +193,63 @@ def test_batch_larger_than_the_data_names_the_field(container: Any, fakes: dict[
     with pytest.raises(ConfigError, match=r"training.batch_size 64 is larger than the 18"):
         container.run_training().execute(plan_for(container, batch_size=64))
     assert fakes["trainer"].calls == []
+
+
+def interrupted_run(container: Any, fakes: dict[str, Any]) -> str:
+    fakes["trainer"].fail_with = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        container.run_training().execute(plan_for(container), run_id="r1")
+    fakes["trainer"].fail_with = None
+    return "r1"
+
+
+def test_resume_continues_an_interrupted_run(container: Any, fakes: dict[str, Any]) -> None:
+    run_id = interrupted_run(container, fakes)
+    outcome = container.run_training().resume(run_id, plan_for(container))
+    assert outcome.run.state is RunState.SUCCEEDED
+    assert outcome.run.resumes == 1
+    assert [s for s, _ in outcome.run.history] == [
+        RunState.RUNNING,
+        RunState.INTERRUPTED,
+        RunState.RUNNING,
+        RunState.SUCCEEDED,
+    ]
+    assert [c["resume"] for c in fakes["trainer"].calls] == [False, True]
+
+
+def test_resume_after_a_crash_records_the_interruption(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    from dataclasses import replace
+
+    run_id = interrupted_run(container, fakes)
+    store = fakes["store"]
+    crashed = replace(store.runs[run_id], state=RunState.RUNNING)  # as left by SIGKILL
+    store.runs[run_id] = crashed
+    outcome = container.run_training().resume(run_id, plan_for(container))
+    assert outcome.run.state is RunState.SUCCEEDED
+    assert "interrupted" in store.states[run_id]
+
+
+def test_resume_refuses_a_changed_config_unless_forced(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    run_id = interrupted_run(container, fakes)
+    changed = plan_for(container, learning_rate=1e-3)
+    with pytest.raises(ConfigError, match="configuration changed"):
+        container.run_training().resume(run_id, changed)
+    assert container.run_training().resume(run_id, changed, force=True).run.resumes == 1
+
+
+def test_resume_refuses_changed_data_unless_forced(container: Any, fakes: dict[str, Any]) -> None:
+    run_id = interrupted_run(container, fakes)
+    fakes["rows"].datasets["data.jsonl"].append(messages_row("new question", "new answer"))
+    with pytest.raises(ConfigError, match="training data changed"):
+        container.run_training().resume(run_id, plan_for(container))
+    assert container.run_training().resume(run_id, plan_for(container), force=True).run
+
+
+def test_a_finished_run_is_not_resumed(container: Any) -> None:
+    container.run_training().execute(plan_for(container), run_id="done")
+    with pytest.raises(ConfigError, match="already succeeded"):
+        container.run_training().resume("done", plan_for(container))

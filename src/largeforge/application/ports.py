@@ -46,7 +46,10 @@ class ModelTrainer(Protocol):
         evaluation: Sequence[EncodedExample],
         run_dir: str,
         on_metrics: MetricsCallback,
-    ) -> TrainingResult: ...
+        resume: bool = False,
+    ) -> TrainingResult:
+        """With `resume`, continue from the latest complete checkpoint under `run_dir`."""
+        ...
 
 
 @runtime_checkable
@@ -61,6 +64,7 @@ class PreferenceTrainer(Protocol):
         evaluation: Sequence[PreferencePair],
         run_dir: str,
         on_metrics: MetricsCallback,
+        resume: bool = False,
     ) -> TrainingResult: ...
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
@@ -22,7 +24,7 @@ from largeforge.application.ports import (
 )
 from largeforge.domain.datasets import EncodedExample, PreferencePair, split_examples
 from largeforge.domain.errors import ConfigError, DatasetError, LargeForgeError
-from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingRun
+from largeforge.domain.training import RunState, StepMetrics, TrainingPlan, TrainingRun
 from largeforge.domain.validation import DatasetPolicyError
 
 log = structlog.get_logger(__name__)
@@ -39,6 +41,27 @@ class TrainingOutcome:
 
     run: TrainingRun
     run_dir: str
+
+
+class ResumeRefusedError(ConfigError):
+    """A resume would continue with different data or settings than the run started with."""
+
+
+def plan_fingerprint(plan: TrainingPlan) -> str:
+    """A stable hash of everything in the plan that shapes training."""
+    data = asdict(plan)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def units_fingerprint(units: tuple[TrainingUnit, ...]) -> str:
+    """A stable hash of the prepared training data (tokens and masks, or pair texts)."""
+    digest = hashlib.sha256()
+    for unit in units:
+        if isinstance(unit, EncodedExample):
+            digest.update(repr((unit.input_ids, unit.trainable)).encode())
+        else:
+            digest.update(repr((unit.prompt, unit.chosen, unit.rejected)).encode())
+    return digest.hexdigest()[:16]
 
 
 class RunTraining:
@@ -81,22 +104,58 @@ class RunTraining:
     ) -> TrainingOutcome:
         """Run the plan to completion. Failures are recorded in the run, then re-raised."""
         run = TrainingRun(
-            run_id=run_id or self.new_run_id(), plan=plan, created_at=self._clock.now()
+            run_id=run_id or self.new_run_id(),
+            plan=plan,
+            created_at=self._clock.now(),
+            config_fingerprint=plan_fingerprint(plan),
         )
         run_dir = self._store.create(run, config or {})
+        return self._run(run, run_dir, resume=False, force=False)
+
+    def resume(self, run_id: str, plan: TrainingPlan, *, force: bool = False) -> TrainingOutcome:
+        """Continue an interrupted (or crashed) run from its latest complete checkpoint.
+
+        Refuses when the plan or the prepared data differ from the original run's, unless
+        `force`.
+        """
+        run = self._store.load(run_id)
+        if run.state is RunState.SUCCEEDED:
+            raise ConfigError(f"run {run_id} already succeeded; nothing to resume")
+        if run.state is RunState.FAILED:
+            raise ConfigError(f"run {run_id} failed ({run.error}); start a new run instead")
+        if run.state in (RunState.RUNNING, RunState.PENDING):  # the process died without a word
+            run = run.interrupt(self._clock.now(), "the training process ended unexpectedly")
+            self._store.save(run)
+        fingerprint = plan_fingerprint(plan)
+        if fingerprint != run.config_fingerprint and not force:
+            raise ResumeRefusedError(
+                f"run {run_id}: the configuration changed since the run started "
+                "(resume with the same config, or pass --force)"
+            )
+        run = replace(run, plan=plan, config_fingerprint=fingerprint)
+        return self._run(run, self._store.run_dir(run_id), resume=True, force=force)
+
+    def _run(self, run: TrainingRun, run_dir: str, *, resume: bool, force: bool) -> TrainingOutcome:
+        plan = run.plan
         bound = log.bind(run_id=run.run_id, run_dir=run_dir)
         try:
             model_dir = self._resolver.resolve(plan.model)
             train, val = self._prepare_data(plan, model_dir, run.run_id)
+            data_fingerprint = units_fingerprint(train + val)
+            if resume and data_fingerprint != run.data_fingerprint and not force:
+                raise ResumeRefusedError(
+                    f"run {run.run_id}: the training data changed since the run started "
+                    "(resume with the same data, or pass --force)"
+                )
             bound.info(
-                "training_started",
+                "training_resumed" if resume else "training_started",
                 model=plan.model,
                 method=plan.method,
                 adapter=plan.adapter,
                 train_examples=len(train),
                 eval_examples=len(val),
             )
-            run = run.start(self._clock.now())
+            run = replace(run.start(self._clock.now()), data_fingerprint=data_fingerprint)
             self._store.save(run)
 
             def on_metrics(metrics: StepMetrics) -> None:
@@ -106,13 +165,13 @@ class RunTraining:
                 pairs = [p for p in train if isinstance(p, PreferencePair)]
                 val_pairs = [p for p in val if isinstance(p, PreferencePair)]
                 result = self._preference_trainer.train(
-                    plan, model_dir, pairs, val_pairs, run_dir, on_metrics
+                    plan, model_dir, pairs, val_pairs, run_dir, on_metrics, resume=resume
                 )
             else:
                 encoded = [e for e in train if isinstance(e, EncodedExample)]
                 val_encoded = [e for e in val if isinstance(e, EncodedExample)]
                 result = self._trainer.train(
-                    plan, model_dir, encoded, val_encoded, run_dir, on_metrics
+                    plan, model_dir, encoded, val_encoded, run_dir, on_metrics, resume=resume
                 )
             merged_dir = None
             if plan.adapter == "full":
@@ -135,6 +194,8 @@ class RunTraining:
             self._store.save(run.interrupt(self._clock.now(), "interrupted by the user"))
             bound.warning("training_interrupted")
             raise
+        except ResumeRefusedError:
+            raise  # the run stays interrupted: nothing was tried
         except LargeForgeError as exc:
             self._store.save(run.fail(self._clock.now(), str(exc)))
             bound.error("training_failed", error=str(exc))

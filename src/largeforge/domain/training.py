@@ -40,6 +40,8 @@ class TrainingPlan:
     lora: LoraSpec = field(default_factory=LoraSpec)
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     train_on: str = "all"
+    save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
+    keep_checkpoints: int = 2
     method: str = "sft"  # "sft" or "dpo"
     adapter: str = "lora"  # "lora" or "full"
     dpo_beta: float = 0.1
@@ -62,6 +64,8 @@ class TrainingPlan:
             raise ValueError(f"method must be 'sft' or 'dpo', got {self.method!r}")
         if self.adapter not in {"lora", "full"}:
             raise ValueError(f"adapter must be 'lora' or 'full', got {self.adapter!r}")
+        if self.save_steps < 0 or self.keep_checkpoints < 1:
+            raise ValueError("save_steps must be >= 0 and keep_checkpoints >= 1")
         if self.dpo_beta <= 0:
             raise ValueError(f"dpo beta must be positive, got {self.dpo_beta}")
         if self.train_on not in {"all", "last"}:
@@ -162,6 +166,9 @@ class TrainingRun:
     result: TrainingResult | None = None
     merged_dir: str | None = None
     history: tuple[tuple[RunState, datetime], ...] = ()
+    config_fingerprint: str = ""
+    data_fingerprint: str = ""
+    resumes: int = 0
 
     def _move(self, target: RunState, at: datetime) -> TrainingRun:
         if target not in _TRANSITIONS[self.state]:
@@ -172,7 +179,8 @@ class TrainingRun:
 
     def start(self, at: datetime) -> TrainingRun:
         run = self._move(RunState.RUNNING, at)
-        return replace(run, started_at=self.started_at or at, error=None)
+        resumes = self.resumes + (1 if self.state is RunState.INTERRUPTED else 0)
+        return replace(run, started_at=self.started_at or at, error=None, resumes=resumes)
 
     def succeed(self, at: datetime, result: TrainingResult, merged_dir: str | None) -> TrainingRun:
         run = self._move(RunState.SUCCEEDED, at)

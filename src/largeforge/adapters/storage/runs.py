@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from largeforge.domain.errors import LargeForgeError
+from largeforge.domain.errors import ConfigError, LargeForgeError
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
 from largeforge.domain.training import (
     LoraSpec,
@@ -88,6 +88,9 @@ def run_from_dict(data: Mapping[str, Any]) -> TrainingRun:
         result=result,
         merged_dir=data.get("merged_dir"),
         history=history,
+        config_fingerprint=data.get("config_fingerprint", ""),
+        data_fingerprint=data.get("data_fingerprint", ""),
+        resumes=data.get("resumes", 0),
     )
 
 
@@ -130,7 +133,7 @@ class FilesystemRunStore:
     def load(self, run_id: str) -> TrainingRun:
         path = self._root / run_id / "run.json"
         if not path.is_file():
-            raise LargeForgeError(f"no run.json in {path.parent}")
+            raise ConfigError(f"no run at {path.parent} (no run.json)")
         return run_from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:

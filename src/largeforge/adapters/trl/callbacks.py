@@ -23,7 +23,9 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._last_time = time.perf_counter()
-        self._last_tokens = 0.0
+        # From a fresh start TRL counts tokens from 0; after a resume the first log only sets
+        # the baseline (the restored counter includes tokens seen before the interruption).
+        self._last_tokens = 0.0 if state.global_step == 0 else None
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         logs = logs or {}
@@ -34,7 +36,7 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
         if "num_tokens" in logs and self._last_time is not None and "loss" in logs:
             tokens = float(logs["num_tokens"])
             elapsed = now - self._last_time
-            if elapsed > 0 and self._last_tokens is not None:
+            if elapsed > 0 and self._last_tokens is not None and tokens >= self._last_tokens:
                 tokens_per_second = round((tokens - self._last_tokens) / elapsed, 1)
             self._last_tokens, self._last_time = tokens, now
         metrics = StepMetrics(

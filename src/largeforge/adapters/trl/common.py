@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
         "logging_steps": plan.logging_steps,
         "logging_first_step": True,
         "eval_strategy": "no",
-        "save_strategy": "no",
+        "save_strategy": "steps" if plan.save_steps > 0 else "no",
+        "save_steps": plan.save_steps or 500,
+        "save_total_limit": plan.keep_checkpoints,
         "report_to": "none",
         "max_length": plan.max_length,
         "seed": plan.seed,
@@ -141,11 +144,70 @@ def evaluate(trainer: Any, has_eval: bool, step: int) -> dict[str, float]:
     return metrics
 
 
-def run_training(trainer: Any) -> Any:
+def run_training(trainer: Any, resume: bool) -> Any:
+    """Train, from the latest complete checkpoint when `resume` (from scratch if none)."""
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(Path(trainer.args.output_dir))
+        log.info("resuming", checkpoint=checkpoint or "none: starting from step 0")
     try:
-        return trainer.train()
+        return trainer.train(resume_from_checkpoint=checkpoint)
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed: {exc}") from exc
+
+
+STAGING = ".staging"
+COMPLETE_MARKER = "trainer_state.json"  # written last by the Trainer
+
+
+def latest_checkpoint(root: Path) -> str | None:
+    """The highest-step complete `checkpoint-N` under `root` (staged saves are ignored)."""
+    if not root.is_dir():
+        return None
+    found = []
+    for path in root.glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (path / COMPLETE_MARKER).is_file():
+            found.append((int(suffix), path))
+    return str(max(found)[1]) if found else None
+
+
+class AtomicCheckpointsMixin:
+    """Save each checkpoint into `<output>/.staging/` and rename it into place when complete.
+
+    A kill during a save leaves at most a staging directory, which the next run removes; a
+    `checkpoint-N` directory under the output directory is always whole.
+    """
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
+        trainer: Any = self
+        final_root = Path(trainer._get_output_dir(trial=trial))
+        staging = final_root / STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer._get_output_dir = lambda trial=None: str(staging)
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        finally:
+            del trainer._get_output_dir
+        name = f"checkpoint-{trainer.state.global_step}"
+        target = final_root / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        if trainer.state.best_model_checkpoint:
+            trainer.state.best_model_checkpoint = str(
+                final_root / Path(trainer.state.best_model_checkpoint).name
+            )
+        if trainer.args.should_save:
+            rotate_checkpoints(
+                output_dir=str(final_root),
+                save_total_limit=trainer.args.save_total_limit,
+                best_model_checkpoint=trainer.state.best_model_checkpoint,
+                use_mtime=False,
+            )
 
 
 def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str) -> str:
@@ -155,11 +217,13 @@ def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str)
     tokenizer.save_pretrained(str(out))
     if plan.adapter == "full":
         trainer.model.generation_config.save_pretrained(str(out))
-    work_dir = Path(trainer.args.output_dir)
-    if work_dir.is_dir() and not any(work_dir.iterdir()):
-        work_dir.rmdir()
     return str(out)
 
 
 def device_for(requested: str) -> DeviceInfo:
     return detect_device(requested)
+
+
+def with_atomic_checkpoints(trainer_class: type) -> type:
+    """`trainer_class` with `AtomicCheckpointsMixin` in front of it."""
+    return type(f"Atomic{trainer_class.__name__}", (AtomicCheckpointsMixin, trainer_class), {})

@@ -39,6 +39,7 @@ class TrlDpoTrainer:
         evaluation: Sequence[PreferencePair],
         run_dir: str,
         on_metrics: MetricsCallback,
+        resume: bool = False,
     ) -> TrainingResult:
         common.require_training_stack()
         from datasets import Dataset
@@ -53,7 +54,7 @@ class TrlDpoTrainer:
             **common.common_arguments(plan, device, Path(run_dir) / "checkpoints"),
             beta=plan.dpo_beta,
         )
-        trainer = DPOTrainer(
+        trainer = common.with_atomic_checkpoints(DPOTrainer)(
             model=model,
             ref_model=None,
             args=args,
@@ -65,7 +66,7 @@ class TrlDpoTrainer:
         common.attach_progress(trainer, on_metrics)
         common.log_ready(trainer, device, plan)
         before = common.evaluate(trainer, len(eval_ds) > 0, step=0)
-        output = common.run_training(trainer)
+        output = common.run_training(trainer, resume)
         steps = int(trainer.state.global_step)
         after = common.evaluate(trainer, len(eval_ds) > 0, step=steps)
         return TrainingResult(

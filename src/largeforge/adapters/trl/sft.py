@@ -33,6 +33,7 @@ class TrlSftTrainer:
         evaluation: Sequence[EncodedExample],
         run_dir: str,
         on_metrics: MetricsCallback,
+        resume: bool = False,
     ) -> TrainingResult:
         common.require_training_stack()
         from datasets import Dataset
@@ -49,7 +50,7 @@ class TrlSftTrainer:
             # Batches of similar lengths: far less padding, about 2x faster on CPU here.
             train_sampling_strategy="group_by_length",
         )
-        trainer = SFTTrainer(
+        trainer = common.with_atomic_checkpoints(SFTTrainer)(
             model=model,
             args=args,
             train_dataset=train_ds,
@@ -60,7 +61,7 @@ class TrlSftTrainer:
         common.attach_progress(trainer, on_metrics)
         common.log_ready(trainer, device, plan)
         before = common.evaluate(trainer, len(eval_ds) > 0, step=0)
-        output = common.run_training(trainer)
+        output = common.run_training(trainer, resume)
         steps = int(trainer.state.global_step)
         after = common.evaluate(trainer, len(eval_ds) > 0, step=steps)
         return TrainingResult(

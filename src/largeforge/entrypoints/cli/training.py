@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from largeforge.config import Settings, load_run_config
+from largeforge.domain.errors import ConfigError
 
 
 def run_training(
@@ -20,6 +21,8 @@ def run_training(
     model: str | None = None,
     dataset: str | None = None,
     name: str | None = None,
+    resume: bool = False,
+    force: bool = False,
 ) -> int:
     """Fine-tune a LoRA adapter, merge it, and record the run.
 
@@ -40,6 +43,11 @@ def run_training(
         Dataset .jsonl file, or 'sample' (overrides dataset).
     name
         Run directory name (default: timestamped).
+    resume
+        Continue the run named by --name / `name:` (default: OUTPUT/latest) from its latest
+        complete checkpoint.
+    force
+        With --resume, continue even though the config or the data changed.
     """
     from largeforge.container import Container
 
@@ -56,9 +64,13 @@ def run_training(
     )
     container = Container.from_settings(Settings(run=run_config))
     use_case = container.run_training()
-    outcome = use_case.execute(
-        run_config.to_plan(), config=run_config.model_dump(mode="json"), run_id=run_config.name
-    )
+    if resume:
+        run_id = run_config.name or _latest_run(Path(run_config.output_dir))
+        outcome = use_case.resume(run_id, run_config.to_plan(), force=force)
+    else:
+        outcome = use_case.execute(
+            run_config.to_plan(), config=run_config.model_dump(mode="json"), run_id=run_config.name
+        )
     result = outcome.run.result
     print(f"\nrun {outcome.run.run_id}: {outcome.run.state.value}", file=sys.stdout)
     print(f"  run directory: {outcome.run_dir}")
@@ -71,6 +83,13 @@ def run_training(
         print("\nServe it with:")
         print(f"  largeforge serve --model {shlex.quote(outcome.run.merged_dir)}")
     return 0
+
+
+def _latest_run(output_dir: Path) -> str:
+    latest = output_dir / "latest"
+    if not latest.exists():
+        raise ConfigError(f"nothing to resume: no runs in {output_dir} (name one with --name)")
+    return latest.resolve().name
 
 
 def _sigterm_interrupts() -> None:
