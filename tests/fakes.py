@@ -185,6 +185,7 @@ class InMemoryRunStore:
         self.configs: dict[str, Mapping[str, Any]] = {}
         self.metrics: dict[str, list[StepMetrics]] = {}
         self.documents: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.reports: list[str] = []
 
     def run_dir(self, run_id: str) -> str:
         return f"{self.root}/{run_id}"
@@ -204,6 +205,10 @@ class InMemoryRunStore:
 
     def append_metrics(self, run_id: str, metrics: StepMetrics) -> None:
         self.metrics[run_id].append(metrics)
+
+    def write_report(self, run: TrainingRun) -> str:
+        self.reports.append(run.run_id)
+        return f"{self.run_dir(run.run_id)}/report.md"
 
     def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
         self.documents[(run_id, name)] = payload

@@ -66,3 +66,20 @@ def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     store.create(run, {})
     with pytest.raises(LargeForgeError, match="already exists"):
         store.create(run, {})
+
+
+def test_report_has_the_numbers_and_a_loss_curve(tmp_path: Path) -> None:
+    store = FilesystemRunStore(tmp_path)
+    run = finished_run()
+    store.create(run, {})
+    for step, loss in [(1, 3.0), (2, 2.5), (3, 2.0)]:
+        store.append_metrics(run.run_id, StepMetrics(step=step, loss=loss, tokens_per_second=100.0))
+    store.append_metrics(run.run_id, StepMetrics(step=3, eval_loss=1.5))
+    report = Path(store.write_report(run))
+    text = report.read_text()
+    assert "state: **succeeded**" in text
+    assert "eval loss: 2.0000 -> 1.5000" in text
+    assert "tokens/s: median 100" in text
+    assert "![loss curve](loss.png)" in text
+    png = (tmp_path / run.run_id / "loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG")

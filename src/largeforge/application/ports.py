@@ -89,6 +89,10 @@ class RunStore(Protocol):
 
     def append_metrics(self, run_id: str, metrics: StepMetrics) -> None: ...
 
+    def write_report(self, run: TrainingRun) -> str:
+        """Write a human-readable report of a finished run (with a loss curve); its path."""
+        ...
+
     def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
         """Write a JSON document (e.g. the data report) into the run's directory."""
         ...

@@ -182,6 +182,7 @@ class RunTraining:
                 )
             run = run.succeed(self._clock.now(), result, merged_dir)
             self._store.save(run)
+            self._store.write_report(run)
             bound.info(
                 "training_succeeded",
                 steps=result.steps,

@@ -120,6 +120,7 @@ class StepMetrics:
     reward_margin: float | None = None
     reward_accuracy: float | None = None
     eval_reward_margin: float | None = None
+    peak_memory_mb: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         items = {
@@ -133,6 +134,7 @@ class StepMetrics:
             "reward_margin": self.reward_margin,
             "reward_accuracy": self.reward_accuracy,
             "eval_reward_margin": self.eval_reward_margin,
+            "peak_memory_mb": self.peak_memory_mb,
         }
         return {k: v for k, v in items.items() if v is not None}
 

@@ -139,6 +139,11 @@ class FilesystemRunStore:
     def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
         _atomic_write(self._root / run_id / name, json.dumps(payload, indent=2) + "\n")
 
+    def write_report(self, run: TrainingRun) -> str:
+        from largeforge.adapters.storage.report import write_report
+
+        return str(write_report(run, self._root / run.run_id))
+
     def append_metrics(self, run_id: str, metrics: StepMetrics) -> None:
         path = self._root / run_id / "metrics.jsonl"
         with path.open("a", encoding="utf-8") as handle:

@@ -50,6 +50,7 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
             reward_margin=_float(logs.get("rewards/margins")),
             reward_accuracy=_float(logs.get("rewards/accuracies")),
             eval_reward_margin=_float(logs.get("eval_rewards/margins")),
+            peak_memory_mb=peak_memory_mb() if "loss" in logs else None,
         )
         if "loss" in logs:
             self.latest = metrics
@@ -92,6 +93,17 @@ class ProgressBar(TrainerCallback):  # type: ignore[misc]
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def peak_memory_mb() -> float:
+    """Peak accelerator memory on CUDA, else the process's peak resident memory, in MB."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(float(torch.cuda.max_memory_allocated()) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
 
 
 def _float(value: Any) -> float | None:
