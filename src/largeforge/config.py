@@ -30,6 +30,7 @@ class LoraSettings(_Strict):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1)
+    dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
 
 
 FormatName = Literal["alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"]
@@ -112,7 +113,9 @@ class RunConfig(_Strict):
     name: str | None = Field(None, description="run directory name (default: timestamped)")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     method: Literal["sft", "dpo"] = Field("sft", description="sft, or dpo on preference pairs")
-    adapter: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full weights")
+    adapter: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="LoRA adapter, LoRA on a 4-bit base (CUDA), or full weights"
+    )
     dpo: DpoSettings = Field(default_factory=DpoSettings)
     merge: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -141,6 +144,7 @@ class RunConfig(_Strict):
                 alpha=self.lora.alpha,
                 dropout=self.lora.dropout,
                 target_modules=tuple(self.lora.target_modules),
+                use_dora=self.lora.dora,
             ),
             max_steps=t.max_steps,
             epochs=t.epochs,

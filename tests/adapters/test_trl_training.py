@@ -156,3 +156,50 @@ def test_dpo_with_lora_increases_the_reward_margin(tiny_model_dir: Path, tmp_pat
     assert result.eval_loss_after < result.eval_loss_before
     assert (Path(result.adapter_dir) / "adapter_config.json").is_file()
     assert any(m.reward_margin is not None for m in metrics)
+
+
+def test_gradient_accumulation_is_loss_correct(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """batch 4 x accumulation 1 and batch 1 x accumulation 4: same loss and gradient norm."""
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    # Different lengths, so averaging per micro-batch instead of per token would show.
+    examples = [
+        encoder.encode(make_example(f"Question {i}?", " ".join(["word"] * (3 + 7 * i))))
+        for i in range(4)
+    ]
+    logged = {}
+    for batch, accumulation in ((4, 1), (1, 4)):
+        plan = TrainingPlan(
+            model="tiny",
+            datasets=(DatasetSpec("mem"),),
+            lora=LoraSpec(rank=4, alpha=8),
+            max_steps=1,
+            batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            learning_rate=1e-3,
+            warmup_steps=0,
+            logging_steps=1,
+            max_length=128,
+            save_steps=0,
+        )
+        metrics: list[StepMetrics] = []
+        TrlSftTrainer(device="cpu").train(
+            plan, str(tiny_model_dir), examples, [], str(tmp_path / f"b{batch}"), metrics.append
+        )
+        (step,) = [m for m in metrics if m.loss is not None]
+        logged[batch] = step
+    assert logged[1].loss == pytest.approx(logged[4].loss, rel=1e-4)
+    assert logged[1].grad_norm == pytest.approx(logged[4].grad_norm, rel=1e-3)
+
+
+def test_qlora_without_cuda_fails_with_the_fix(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from largeforge.domain import BackendUnavailableError
+
+    plan = TrainingPlan(model="tiny", datasets=(DatasetSpec("mem"),), adapter="qlora")
+    with pytest.raises(BackendUnavailableError, match="needs a CUDA GPU and bitsandbytes"):
+        TrlSftTrainer(device="cpu").train(plan, str(tiny_model_dir), [], [], str(tmp_path), print)
+
+
+def test_dora_is_passed_to_peft() -> None:
+    from largeforge.adapters.trl.common import lora_config
+
+    assert lora_config(LoraSpec(use_dora=True)).use_dora is True

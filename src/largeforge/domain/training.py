@@ -19,6 +19,7 @@ class LoraSpec:
     alpha: int = 32
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ("all-linear",)
+    use_dora: bool = False  # weight-decomposed LoRA
 
     def __post_init__(self) -> None:
         if self.rank <= 0:
@@ -43,7 +44,7 @@ class TrainingPlan:
     save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
     keep_checkpoints: int = 2
     method: str = "sft"  # "sft" or "dpo"
-    adapter: str = "lora"  # "lora" or "full"
+    adapter: str = "lora"  # "lora", "qlora" (4-bit base, CUDA) or "full"
     dpo_beta: float = 0.1
     max_steps: int = 30
     epochs: float = 1.0
@@ -62,8 +63,8 @@ class TrainingPlan:
             raise ValueError("a training plan needs at least one dataset")
         if self.method not in {"sft", "dpo"}:
             raise ValueError(f"method must be 'sft' or 'dpo', got {self.method!r}")
-        if self.adapter not in {"lora", "full"}:
-            raise ValueError(f"adapter must be 'lora' or 'full', got {self.adapter!r}")
+        if self.adapter not in {"lora", "qlora", "full"}:
+            raise ValueError(f"adapter must be 'lora', 'qlora' or 'full', got {self.adapter!r}")
         if self.save_steps < 0 or self.keep_checkpoints < 1:
             raise ValueError("save_steps must be >= 0 and keep_checkpoints >= 1")
         if self.dpo_beta <= 0:

@@ -39,15 +39,26 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def load_model_and_tokenizer(model_dir: str, device: DeviceInfo, seed: int) -> tuple[Any, Any]:
+def load_model_and_tokenizer(
+    model_dir: str, device: DeviceInfo, plan: TrainingPlan
+) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(seed)
+    quantization = check_qlora(device) if plan.adapter == "qlora" else None
+    torch.manual_seed(plan.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.torch_dtype())
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, quantization_config=quantization, dtype=torch.bfloat16
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.torch_dtype())
     return model, tokenizer
 
 
@@ -63,11 +74,32 @@ def lora_config(spec: LoraSpec) -> Any:
         target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
+        use_dora=spec.use_dora,
     )
 
 
 def peft_config(plan: TrainingPlan) -> Any:
-    return lora_config(plan.lora) if plan.adapter == "lora" else None
+    return lora_config(plan.lora) if plan.adapter in {"lora", "qlora"} else None
+
+
+def check_qlora(device: DeviceInfo) -> Any:
+    """The 4-bit quantization config QLoRA loads the base with; a clear error where it can't run."""
+    import importlib.util
+
+    if device.kind != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
+        raise BackendUnavailableError(
+            "adapter 'qlora' needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); "
+            f"this machine has {device.kind}: use adapter 'lora' instead"
+        )
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
 
 
 def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dict[str, Any]:
@@ -212,7 +244,7 @@ class AtomicCheckpointsMixin:
 
 def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str) -> str:
     """Save the adapter (LoRA) or the whole model (full) with its tokenizer; return the path."""
-    out = Path(run_dir) / ("adapter" if plan.adapter == "lora" else "merged")
+    out = Path(run_dir) / ("merged" if plan.adapter == "full" else "adapter")
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     if plan.adapter == "full":

@@ -47,7 +47,7 @@ class TrlDpoTrainer:
 
         common.quiet_libraries()
         device = common.device_for(self._device)
-        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan.seed)
+        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan)
         train_ds = Dataset.from_list([to_preference_row(p) for p in train])
         eval_ds = Dataset.from_list([to_preference_row(p) for p in evaluation])
         args = DPOConfig(

@@ -41,7 +41,7 @@ class TrlSftTrainer:
 
         common.quiet_libraries()
         device = common.device_for(self._device)
-        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan.seed)
+        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan)
         train_ds = Dataset.from_dict(to_columns(train))
         eval_ds = Dataset.from_dict(to_columns(evaluation))
         args = SFTConfig(
