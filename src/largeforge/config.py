@@ -97,6 +97,10 @@ class TrainingSettings(_Strict):
     logging_steps: int = Field(5, gt=0)
     save_steps: int = Field(10, ge=0, description="checkpoint every N steps; 0 disables")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    eval_steps: int = Field(0, ge=0, description="evaluate every N steps; 0: before/after only")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="stop after N evaluations without improvement; 0 disables"
+    )
     seed: int = 42
 
 
@@ -157,6 +161,8 @@ class RunConfig(_Strict):
             logging_steps=t.logging_steps,
             save_steps=t.save_steps,
             keep_checkpoints=t.keep_checkpoints,
+            eval_steps=t.eval_steps,
+            early_stopping_patience=t.early_stopping_patience,
             seed=t.seed,
             merge=self.merge,
         )

@@ -203,3 +203,52 @@ def test_dora_is_passed_to_peft() -> None:
     from largeforge.adapters.trl.common import lora_config
 
     assert lora_config(LoraSpec(use_dora=True)).use_dora is True
+
+
+def test_periodic_evaluation_and_early_stopping_arguments(tmp_path: Path) -> None:
+    from largeforge.adapters.system.device import DeviceInfo
+    from largeforge.adapters.trl.common import common_arguments
+
+    plan = TrainingPlan(
+        model="m",
+        datasets=(DatasetSpec("d"),),
+        eval_steps=5,
+        save_steps=10,
+        early_stopping_patience=2,
+    )
+    args = common_arguments(plan, DeviceInfo("cpu", "cpu", "float32"), tmp_path)
+    assert (args["eval_strategy"], args["eval_steps"]) == ("steps", 5)
+    assert args["load_best_model_at_end"] is True
+    assert args["metric_for_best_model"] == "eval_loss"
+    with pytest.raises(ValueError, match="save_steps a multiple of eval_steps"):
+        TrainingPlan(
+            model="m",
+            datasets=(DatasetSpec("d"),),
+            eval_steps=3,
+            save_steps=10,
+            early_stopping_patience=1,
+        )
+
+
+def test_evaluation_every_n_steps_is_recorded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    examples = [encoder.encode(make_example(f"Say {i}", f"{i} and {i}.")) for i in range(12)]
+    plan = TrainingPlan(
+        model="tiny",
+        datasets=(DatasetSpec("mem"),),
+        lora=LoraSpec(rank=4, alpha=8),
+        max_steps=4,
+        batch_size=4,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        max_length=64,
+        eval_steps=2,
+        save_steps=2,
+        early_stopping_patience=3,
+    )
+    metrics: list[StepMetrics] = []
+    TrlSftTrainer(device="cpu").train(
+        plan, str(tiny_model_dir), examples[:8], examples[8:], str(tmp_path), metrics.append
+    )
+    assert [m.step for m in metrics if m.eval_loss is not None] == [0, 2, 4, 4]

@@ -42,6 +42,8 @@ class TrainingPlan:
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     train_on: str = "all"
     save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
+    eval_steps: int = 0  # evaluate every N steps (0: only before and after training)
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping (0: off)
     keep_checkpoints: int = 2
     method: str = "sft"  # "sft" or "dpo"
     adapter: str = "lora"  # "lora", "qlora" (4-bit base, CUDA) or "full"
@@ -65,6 +67,13 @@ class TrainingPlan:
             raise ValueError(f"method must be 'sft' or 'dpo', got {self.method!r}")
         if self.adapter not in {"lora", "qlora", "full"}:
             raise ValueError(f"adapter must be 'lora', 'qlora' or 'full', got {self.adapter!r}")
+        if self.early_stopping_patience and not (
+            self.eval_steps and self.save_steps and self.save_steps % self.eval_steps == 0
+        ):
+            raise ValueError(
+                "early stopping needs eval_steps > 0 and save_steps a multiple of eval_steps "
+                "(the best checkpoint is kept)"
+            )
         if self.save_steps < 0 or self.keep_checkpoints < 1:
             raise ValueError("save_steps must be >= 0 and keep_checkpoints >= 1")
         if self.dpo_beta <= 0:

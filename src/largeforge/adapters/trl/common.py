@@ -116,7 +116,11 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
         "warmup_steps": plan.warmup_steps,
         "logging_steps": plan.logging_steps,
         "logging_first_step": True,
-        "eval_strategy": "no",
+        "eval_strategy": "steps" if plan.eval_steps > 0 else "no",
+        "eval_steps": plan.eval_steps or None,
+        "load_best_model_at_end": plan.early_stopping_patience > 0,
+        "metric_for_best_model": "eval_loss" if plan.early_stopping_patience > 0 else None,
+        "greater_is_better": False if plan.early_stopping_patience > 0 else None,
         "save_strategy": "steps" if plan.save_steps > 0 else "no",
         "save_steps": plan.save_steps or 500,
         "save_total_limit": plan.keep_checkpoints,
@@ -133,9 +137,12 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
     }
 
 
-def attach_progress(trainer: Any, on_metrics: Any) -> Any:
+def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan | None = None) -> Any:
     """Forward metrics and show our progress bar instead of the printer's raw dicts."""
-    from transformers import PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    if plan is not None and plan.early_stopping_patience > 0:
+        trainer.add_callback(EarlyStoppingCallback(plan.early_stopping_patience))
 
     from largeforge.adapters.trl.callbacks import MetricsForwarder, ProgressBar
 
