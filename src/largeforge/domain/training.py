@@ -131,6 +131,7 @@ class StepMetrics:
     reward_accuracy: float | None = None
     eval_reward_margin: float | None = None
     peak_memory_mb: float | None = None
+    mfu: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         items = {
@@ -145,6 +146,7 @@ class StepMetrics:
             "reward_accuracy": self.reward_accuracy,
             "eval_reward_margin": self.eval_reward_margin,
             "peak_memory_mb": self.peak_memory_mb,
+            "mfu": self.mfu,
         }
         return {k: v for k, v in items.items() if v is not None}
 

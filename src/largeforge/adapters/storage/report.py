@@ -75,6 +75,9 @@ def write_report(run: TrainingRun, run_dir: Path) -> Path:
             )
     if speeds:
         lines.append(f"- tokens/s: median {sorted(speeds)[len(speeds) // 2]:.0f}")
+    mfus = sorted(m["mfu"] for m in metrics if "mfu" in m)
+    if mfus:
+        lines.append(f"- MFU: median {mfus[len(mfus) // 2]:.1%} of the measured matmul peak")
     if peak:
         lines.append(f"- peak memory: {peak:.0f} MB")
     if run.merged_dir:

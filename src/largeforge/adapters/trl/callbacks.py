@@ -15,8 +15,15 @@ from largeforge.domain.training import StepMetrics
 class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
     """Turns trainer logs into `StepMetrics` (with tokens/s from TRL's `num_tokens` counter)."""
 
-    def __init__(self, sink: MetricsCallback) -> None:
+    def __init__(
+        self,
+        sink: MetricsCallback,
+        flops_per_second_peak: float | None = None,
+        flops_per_token: float | None = None,
+    ) -> None:
         self._sink = sink
+        self._peak = flops_per_second_peak
+        self._flops_per_token = flops_per_token
         self._last_tokens: float | None = None
         self._last_time: float | None = None
         self.latest: StepMetrics | None = None
@@ -51,10 +58,17 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
             reward_accuracy=_float(logs.get("rewards/accuracies")),
             eval_reward_margin=_float(logs.get("eval_rewards/margins")),
             peak_memory_mb=peak_memory_mb() if "loss" in logs else None,
+            mfu=self._mfu(tokens_per_second),
         )
         if "loss" in logs:
             self.latest = metrics
         self._sink(metrics)
+
+    def _mfu(self, tokens_per_second: float | None) -> float | None:
+        """Model FLOPs utilisation: achieved training FLOP/s over the measured matmul peak."""
+        if not (tokens_per_second and self._peak and self._flops_per_token):
+            return None
+        return round(tokens_per_second * self._flops_per_token / self._peak, 4)
 
 
 class ProgressBar(TrainerCallback):  # type: ignore[misc]
@@ -87,6 +101,8 @@ class ProgressBar(TrainerCallback):  # type: ignore[misc]
                 postfix["lr"] = f"{latest.learning_rate:.2e}"
             if latest.tokens_per_second is not None:
                 postfix["tok/s"] = f"{latest.tokens_per_second:.0f}"
+            if latest.mfu is not None:
+                postfix["mfu"] = f"{latest.mfu:.0%}"
             self._bar.set_postfix(postfix, refresh=False)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -137,16 +137,24 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
     }
 
 
-def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan | None = None) -> Any:
-    """Forward metrics and show our progress bar instead of the printer's raw dicts."""
+def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan, device: DeviceInfo) -> Any:
+    """Forward metrics (with MFU) and show our progress bar instead of the printer's raw dicts."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
-    if plan is not None and plan.early_stopping_patience > 0:
-        trainer.add_callback(EarlyStoppingCallback(plan.early_stopping_patience))
-
+    from largeforge.adapters.system.peak import flops_per_token, matmul_peak
     from largeforge.adapters.trl.callbacks import MetricsForwarder, ProgressBar
 
-    forwarder = MetricsForwarder(on_metrics)
+    if plan.early_stopping_patience > 0:
+        trainer.add_callback(EarlyStoppingCallback(plan.early_stopping_patience))
+    base = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n)
+    try:
+        peak = matmul_peak(device, device.dtype_name) * 1e9
+    except Exception as exc:  # the metric is optional; training is not
+        log.warning("matmul_peak_unavailable", error=repr(exc))
+        peak = None
+    forwarder = MetricsForwarder(
+        on_metrics, peak, flops_per_token(base, full_fine_tuning=plan.adapter == "full")
+    )
     trainer.add_callback(forwarder)
     trainer.add_callback(ProgressBar(forwarder))
     trainer.remove_callback(PrinterCallback)

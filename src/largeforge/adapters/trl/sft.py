@@ -58,7 +58,7 @@ class TrlSftTrainer:
             processing_class=tokenizer,
             peft_config=common.peft_config(plan),
         )
-        common.attach_progress(trainer, on_metrics, plan)
+        common.attach_progress(trainer, on_metrics, plan, device)
         common.log_ready(trainer, device, plan)
         before = common.evaluate(trainer, len(eval_ds) > 0, step=0)
         output = common.run_training(trainer, resume)

@@ -70,6 +70,10 @@ def _check_device() -> int:
         _line("missing", "device", f"{type(exc).__name__}: {exc}")
         return 1
     _line("ok", "device", f"{info.kind} ({info.name}), dtype {info.dtype_name}")
+    from largeforge.adapters.system.peak import matmul_peak
+
+    peak = matmul_peak(info, info.dtype_name)
+    _line("ok", "matmul peak", f"{peak:,.0f} GFLOP/s in {info.dtype_name} (cached; MFU uses it)")
     return 0
 
 
