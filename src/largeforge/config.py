@@ -189,6 +189,7 @@ class Settings(_Strict):
     """Everything the container needs: where things live, and the run/serve settings."""
 
     home: str | None = Field(None, description="cache of converted models ($LARGEFORGE_HOME)")
+    process_rank: int = Field(0, ge=0, description="this process's rank in a multi-process run")
     run: RunConfig = Field(default_factory=RunConfig)
     serve: ServeSettings = Field(default_factory=ServeSettings)
 

@@ -13,11 +13,11 @@ from dependency_injector import containers, providers
 
 from largeforge.adapters.data.sources import FileRowSource
 from largeforge.adapters.models.resolver import HfModelResolver
-from largeforge.adapters.storage.runs import FilesystemRunStore
+from largeforge.adapters.storage.runs import FilesystemRunStore, ReadOnlyRunStore, SkipMerger
 from largeforge.adapters.system.clock import SystemClock
 from largeforge.application.chat import ChatCompletion
 from largeforge.application.data import PrepareDataset
-from largeforge.application.ports import InferenceEngine, ModelResolver
+from largeforge.application.ports import InferenceEngine, ModelResolver, RunStore
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
 
@@ -40,10 +40,17 @@ def _hf_encoder_factory() -> Any:
     return HfEncoderFactory()
 
 
-def _peft_merger() -> Any:
+def _peft_merger(rank: int) -> Any:
+    if rank > 0:  # in a multi-process run, process 0 merges
+        return SkipMerger()
     from largeforge.adapters.peft.merge import PeftLoraMerger
 
     return PeftLoraMerger()
+
+
+def _run_store(root: str, rank: int) -> RunStore:
+    store = FilesystemRunStore(root)
+    return store if rank == 0 else ReadOnlyRunStore(store)
 
 
 def _transformers_engine(
@@ -81,8 +88,10 @@ class Container(containers.DeclarativeContainer):
     prepare_dataset = providers.Factory(PrepareDataset, source=row_source)
     trainer = providers.Singleton(_trl_sft_trainer, device=config.run.device)
     preference_trainer = providers.Singleton(_trl_dpo_trainer, device=config.run.device)
-    merger = providers.Singleton(_peft_merger)
-    run_store = providers.Singleton(FilesystemRunStore, root=config.run.output_dir)
+    merger = providers.Singleton(_peft_merger, rank=config.process_rank)
+    run_store = providers.Singleton(
+        _run_store, root=config.run.output_dir, rank=config.process_rank
+    )
 
     run_training = providers.Factory(
         RunTraining,

@@ -148,3 +148,39 @@ class FilesystemRunStore:
         path = self._root / run_id / "metrics.jsonl"
         with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics.as_dict()) + "\n")
+
+
+class ReadOnlyRunStore:
+    """Reads through to a store and writes nothing: the view of processes other than rank 0
+    in a multi-process run, so that one process records the run."""
+
+    def __init__(self, inner: FilesystemRunStore) -> None:
+        self._inner = inner
+
+    def run_dir(self, run_id: str) -> str:
+        return self._inner.run_dir(run_id)
+
+    def create(self, run: TrainingRun, config: Mapping[str, Any]) -> str:
+        return self._inner.run_dir(run.run_id)
+
+    def load(self, run_id: str) -> TrainingRun:
+        return self._inner.load(run_id)
+
+    def save(self, run: TrainingRun) -> None:
+        pass
+
+    def append_metrics(self, run_id: str, metrics: StepMetrics) -> None:
+        pass
+
+    def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
+        pass
+
+    def write_report(self, run: TrainingRun) -> str:
+        return str(Path(self._inner.run_dir(run.run_id)) / "report.md")
+
+
+class SkipMerger:
+    """The merger of processes other than rank 0: rank 0 merges."""
+
+    def merge(self, base_dir: str, adapter_dir: str, output_dir: str) -> str:
+        return output_dir

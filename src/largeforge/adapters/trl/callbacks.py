@@ -35,6 +35,8 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
         self._last_tokens = 0.0 if state.global_step == 0 else None
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
         logs = logs or {}
         if "loss" not in logs and "eval_loss" not in logs:
             return
@@ -79,6 +81,8 @@ class ProgressBar(TrainerCallback):  # type: ignore[misc]
         self._bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
         from tqdm.auto import tqdm
 
         self._bar = tqdm(

@@ -134,6 +134,8 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
         "gradient_checkpointing": False,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        # Under torchrun: gloo between CPU processes, the default (nccl) between GPUs.
+        "ddp_backend": "gloo" if device.is_cpu else None,
     }
 
 
@@ -149,6 +151,8 @@ def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan, device: D
     base = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n)
     try:
         peak = matmul_peak(device, device.dtype_name) * 1e9
+        if not device.is_cpu:  # one peak per GPU; CPU processes share the measured cores
+            peak *= trainer.args.world_size
     except Exception as exc:  # the metric is optional; training is not
         log.warning("matmul_peak_unavailable", error=repr(exc))
         peak = None
@@ -172,6 +176,7 @@ def log_ready(trainer: Any, device: DeviceInfo, plan: TrainingPlan) -> None:
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
         max_steps=trainer.args.max_steps,
+        world_size=trainer.args.world_size,
     )
 
 
@@ -227,17 +232,27 @@ class AtomicCheckpointsMixin:
     """
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        from transformers.trainer_utils import rotate_checkpoints
-
         trainer: Any = self
+        main = bool(trainer.args.should_save)  # process 0 renames; every process saves its RNG
         final_root = Path(trainer._get_output_dir(trial=trial))
         staging = final_root / STAGING
-        shutil.rmtree(staging, ignore_errors=True)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
         trainer._get_output_dir = lambda trial=None: str(staging)
         try:
             super()._save_checkpoint(model, trial)  # type: ignore[misc]
         finally:
             del trainer._get_output_dir
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            self._publish(trainer, final_root, staging)
+        trainer.accelerator.wait_for_everyone()
+
+    @staticmethod
+    def _publish(trainer: Any, final_root: Path, staging: Path) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
         name = f"checkpoint-{trainer.state.global_step}"
         target = final_root / name
         if target.exists():
@@ -260,10 +275,11 @@ class AtomicCheckpointsMixin:
 def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str) -> str:
     """Save the adapter (LoRA) or the whole model (full) with its tokenizer; return the path."""
     out = Path(run_dir) / ("merged" if plan.adapter == "full" else "adapter")
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    if plan.adapter == "full":
-        trainer.model.generation_config.save_pretrained(str(out))
+    trainer.save_model(str(out))  # the Trainer writes from process 0 only
+    if trainer.args.should_save:
+        tokenizer.save_pretrained(str(out))
+        if plan.adapter == "full":
+            trainer.model.generation_config.save_pretrained(str(out))
     return str(out)
 
 

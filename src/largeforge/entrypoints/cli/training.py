@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ def run_training(
     name: str | None = None,
     resume: bool = False,
     force: bool = False,
+    nproc: int = 1,
 ) -> int:
     """Fine-tune a LoRA adapter, merge it, and record the run.
 
@@ -48,9 +51,13 @@ def run_training(
         complete checkpoint.
     force
         With --resume, continue even though the config or the data changed.
+    nproc
+        Processes to train with (torchrun; DDP over gloo on CPUs, nccl on GPUs).
     """
     from largeforge.container import Container
 
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch(nproc, config, max_steps, output, model, dataset, name, resume, force)
     _sigterm_interrupts()
     run_config = load_run_config(
         config,
@@ -62,7 +69,8 @@ def run_training(
             "name": name,
         },
     )
-    container = Container.from_settings(Settings(run=run_config))
+    rank = int(os.environ.get("RANK", "0"))
+    container = Container.from_settings(Settings(run=run_config, process_rank=rank))
     use_case = container.run_training()
     if resume:
         run_id = run_config.name or _latest_run(Path(run_config.output_dir))
@@ -71,6 +79,8 @@ def run_training(
         outcome = use_case.execute(
             run_config.to_plan(), config=run_config.model_dump(mode="json"), run_id=run_config.name
         )
+    if rank > 0:
+        return 0
     result = outcome.run.result
     print(f"\nrun {outcome.run.run_id}: {outcome.run.state.value}", file=sys.stdout)
     print(f"  run directory: {outcome.run_dir}")
@@ -83,6 +93,50 @@ def run_training(
         print("\nServe it with:")
         print(f"  largeforge serve --model {shlex.quote(outcome.run.merged_dir)}")
     return 0
+
+
+def _launch(
+    nproc: int,
+    config: Path | None,
+    max_steps: int | None,
+    output: str | None,
+    model: str | None,
+    dataset: str | None,
+    name: str | None,
+    resume: bool,
+    force: bool,
+) -> int:
+    """Re-run this command under torchrun with `nproc` processes sharing one run name."""
+    from largeforge.container import Container
+
+    if name is None and not resume:
+        name = Container.from_settings(Settings()).run_training().new_run_id()
+    args = [str(config)] if config else []
+    for flag, value in (
+        ("--max-steps", max_steps),
+        ("--output", output),
+        ("--model", model),
+        ("--dataset", dataset),
+        ("--name", name),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--resume"] if resume else []
+    args += ["--force"] if force else []
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "largeforge.entrypoints.cli.main",
+        "run-training",
+        *args,
+    ]
+    print(f"launching {nproc} processes: {shlex.join(command)}", file=sys.stderr)
+    completed = subprocess.run(command, check=False)
+    return 2 if completed.returncode == 2 else completed.returncode
 
 
 def _latest_run(output_dir: Path) -> str:
