@@ -87,7 +87,14 @@ def run_training(
     if result is not None:
         print(f"  steps: {result.steps}  train loss: {_fmt(result.train_loss)}")
         print(f"  eval loss: {_fmt(result.eval_loss_before)} -> {_fmt(result.eval_loss_after)}")
-        print(f"  adapter: {result.adapter_dir}")
+        if result.eval_reward_margin_after is not None:
+            print(
+                f"  eval reward margin: {_fmt(result.eval_reward_margin_before)} -> "
+                f"{_fmt(result.eval_reward_margin_after)}"
+            )
+        print(
+            f"  {'model' if outcome.run.plan.adapter == 'full' else 'adapter'}: {result.adapter_dir}"
+        )
     if outcome.run.merged_dir:
         print(f"  merged model: {outcome.run.merged_dir}")
         print("\nServe it with:")
