@@ -92,9 +92,8 @@ def run_training(
                 f"  eval reward margin: {_fmt(result.eval_reward_margin_before)} -> "
                 f"{_fmt(result.eval_reward_margin_after)}"
             )
-        print(
-            f"  {'model' if outcome.run.plan.adapter == 'full' else 'adapter'}: {result.adapter_dir}"
-        )
+        kind = "model" if outcome.run.plan.adapter == "full" else "adapter"
+        print(f"  {kind}: {result.adapter_dir}")
     if outcome.run.merged_dir:
         print(f"  merged model: {outcome.run.merged_dir}")
         print("\nServe it with:")
