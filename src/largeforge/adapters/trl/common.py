@@ -135,8 +135,12 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         # Under torchrun: gloo between CPU processes, the default (nccl) between GPUs.
-        "ddp_backend": "gloo" if device.is_cpu else None,
+        "ddp_backend": "gloo" if device.is_cpu and _world_size() > 1 else None,
     }
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan, device: DeviceInfo) -> Any:
