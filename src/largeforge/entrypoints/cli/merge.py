@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
+
+from cyclopts import Parameter
 
 from largeforge.domain.errors import ConfigError
 
 
-def merge(run_dir: Path, /, *, output: Path | None = None, tolerance: float = 1e-3) -> int:
+def merge(
+    run_dir: Path,
+    /,
+    *,
+    output: Annotated[Path | None, Parameter(name=["--output", "-o"])] = None,
+    tolerance: float = 1e-3,
+) -> int:
     """Merge RUN_DIR/adapter into the run's base model and check the logits match.
 
     Prints the largest logit difference between the merged model and base + adapter, and fails
