@@ -12,7 +12,7 @@ import structlog
 
 from largeforge.adapters.system.device import DeviceInfo, detect_device
 from largeforge.domain.errors import BackendUnavailableError, TrainingError
-from largeforge.domain.training import LoraSpec, TrainingPlan
+from largeforge.domain.training import LoraSpec, TrainingPlan, TrainingResult
 
 log = structlog.get_logger(__name__)
 
@@ -294,3 +294,38 @@ def device_for(requested: str) -> DeviceInfo:
 def with_atomic_checkpoints(trainer_class: type) -> type:
     """`trainer_class` with `AtomicCheckpointsMixin` in front of it."""
     return type(f"Atomic{trainer_class.__name__}", (AtomicCheckpointsMixin, trainer_class), {})
+
+
+def fit(
+    trainer: Any,
+    tokenizer: Any,
+    plan: TrainingPlan,
+    device: DeviceInfo,
+    run_dir: str,
+    on_metrics: Any,
+    resume: bool,
+) -> TrainingResult:
+    """The shared recipe: attach metrics, evaluate, train (or resume), evaluate, save."""
+    attach_progress(trainer, on_metrics, plan, device)
+    log_ready(trainer, device, plan)
+    train_n = len(trainer.train_dataset)
+    eval_n = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
+    before = evaluate(trainer, eval_n > 0, step=0)
+    output = run_training(trainer, resume)
+    steps = int(trainer.state.global_step)
+    after = evaluate(trainer, eval_n > 0, step=steps)
+    margin_before, margin_after = (
+        before.get("eval_rewards/margins"),
+        after.get("eval_rewards/margins"),
+    )
+    return TrainingResult(
+        adapter_dir=save_outputs(trainer, tokenizer, plan, run_dir),
+        steps=steps,
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        eval_loss_before=before.get("eval_loss"),
+        eval_loss_after=after.get("eval_loss"),
+        train_examples=train_n,
+        eval_examples=eval_n,
+        eval_reward_margin_before=margin_before,
+        eval_reward_margin_after=margin_after,
+    )

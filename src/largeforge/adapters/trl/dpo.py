@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from largeforge.adapters.trl import common
 from largeforge.application.ports import MetricsCallback
@@ -63,25 +62,4 @@ class TrlDpoTrainer:
             processing_class=tokenizer,
             peft_config=common.peft_config(plan),
         )
-        common.attach_progress(trainer, on_metrics, plan, device)
-        common.log_ready(trainer, device, plan)
-        before = common.evaluate(trainer, len(eval_ds) > 0, step=0)
-        output = common.run_training(trainer, resume)
-        steps = int(trainer.state.global_step)
-        after = common.evaluate(trainer, len(eval_ds) > 0, step=steps)
-        return TrainingResult(
-            adapter_dir=common.save_outputs(trainer, tokenizer, plan, run_dir),
-            steps=steps,
-            train_loss=float(output.training_loss) if output.training_loss is not None else None,
-            eval_loss_before=before.get("eval_loss"),
-            eval_loss_after=after.get("eval_loss"),
-            train_examples=len(train_ds),
-            eval_examples=len(eval_ds),
-            eval_reward_margin_before=_margin(before),
-            eval_reward_margin_after=_margin(after),
-        )
-
-
-def _margin(metrics: dict[str, Any]) -> float | None:
-    value = metrics.get("eval_rewards/margins")
-    return None if value is None else float(value)
+        return common.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)

@@ -58,18 +58,4 @@ class TrlSftTrainer:
             processing_class=tokenizer,
             peft_config=common.peft_config(plan),
         )
-        common.attach_progress(trainer, on_metrics, plan, device)
-        common.log_ready(trainer, device, plan)
-        before = common.evaluate(trainer, len(eval_ds) > 0, step=0)
-        output = common.run_training(trainer, resume)
-        steps = int(trainer.state.global_step)
-        after = common.evaluate(trainer, len(eval_ds) > 0, step=steps)
-        return TrainingResult(
-            adapter_dir=common.save_outputs(trainer, tokenizer, plan, run_dir),
-            steps=steps,
-            train_loss=float(output.training_loss) if output.training_loss is not None else None,
-            eval_loss_before=before.get("eval_loss"),
-            eval_loss_after=after.get("eval_loss"),
-            train_examples=len(train_ds),
-            eval_examples=len(eval_ds),
-        )
+        return common.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
