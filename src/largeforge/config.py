@@ -81,6 +81,9 @@ class DpoSettings(_Strict):
     """DPO settings (`dpo:` in the run file)."""
 
     beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference")
+    precompute_ref_log_probs: bool = Field(
+        False, description="score the reference once before training (faster steps)"
+    )
 
 
 class TrainingSettings(_Strict):
@@ -143,6 +146,7 @@ class RunConfig(_Strict):
             method=self.method,
             adapter=self.adapter,
             dpo_beta=self.dpo.beta,
+            dpo_precompute_ref_log_probs=self.dpo.precompute_ref_log_probs,
             lora=LoraSpec(
                 rank=self.lora.rank,
                 alpha=self.lora.alpha,

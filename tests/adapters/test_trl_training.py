@@ -63,6 +63,9 @@ def test_training_writes_an_adapter_and_reports_metrics(trained: dict[str, objec
     assert all(m.learning_rate is not None for m in train_steps)
     assert any(m.tokens_per_second for m in train_steps)
     assert any(m.mfu and 0 < m.mfu < 1 for m in train_steps)
+    counts = [m.trainable_tokens for m in train_steps]
+    assert counts == sorted(counts)
+    assert (counts[0] or 0) > 0
     assert all(m.peak_memory_mb and m.peak_memory_mb > 100 for m in train_steps)
     evals = [m for m in metrics if m.eval_loss is not None]  # type: ignore[attr-defined]
     assert [m.step for m in evals] == [0, 6]

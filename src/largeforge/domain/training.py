@@ -48,6 +48,7 @@ class TrainingPlan:
     method: str = "sft"  # "sft" or "dpo"
     adapter: str = "lora"  # "lora", "qlora" (4-bit base, CUDA) or "full"
     dpo_beta: float = 0.1
+    dpo_precompute_ref_log_probs: bool = False
     max_steps: int = 30
     epochs: float = 1.0
     batch_size: int = 4
@@ -132,8 +133,10 @@ class StepMetrics:
     eval_reward_margin: float | None = None
     peak_memory_mb: float | None = None
     mfu: float | None = None
+    trainable_tokens: int | None = None  # cumulative label tokens that carried loss
 
     def as_dict(self) -> dict[str, float | int]:
+        """The fields that were measured (None fields are left out)."""
         items = {
             "step": self.step,
             "loss": self.loss,
@@ -147,6 +150,7 @@ class StepMetrics:
             "eval_reward_margin": self.eval_reward_margin,
             "peak_memory_mb": self.peak_memory_mb,
             "mfu": self.mfu,
+            "trainable_tokens": self.trainable_tokens,
         }
         return {k: v for k, v in items.items() if v is not None}
 

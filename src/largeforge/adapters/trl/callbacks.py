@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
@@ -20,8 +21,10 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
         sink: MetricsCallback,
         flops_per_second_peak: float | None = None,
         flops_per_token: float | None = None,
+        trainable_tokens: Callable[[], int | None] | None = None,
     ) -> None:
         self._sink = sink
+        self._trainable_tokens = trainable_tokens
         self._peak = flops_per_second_peak
         self._flops_per_token = flops_per_token
         self._last_tokens: float | None = None
@@ -61,6 +64,9 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
             eval_reward_margin=_float(logs.get("eval_rewards/margins")),
             peak_memory_mb=peak_memory_mb() if "loss" in logs else None,
             mfu=self._mfu(tokens_per_second),
+            trainable_tokens=(
+                self._trainable_tokens() if self._trainable_tokens and "loss" in logs else None
+            ),
         )
         if "loss" in logs:
             self.latest = metrics

@@ -161,7 +161,10 @@ def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan, device: D
         log.warning("matmul_peak_unavailable", error=repr(exc))
         peak = None
     forwarder = MetricsForwarder(
-        on_metrics, peak, flops_per_token(base, full_fine_tuning=plan.adapter == "full")
+        on_metrics,
+        peak,
+        flops_per_token(base, full_fine_tuning=plan.adapter == "full"),
+        trainable_tokens=lambda: getattr(trainer, "trainable_tokens_seen", None),
     )
     trainer.add_callback(forwarder)
     trainer.add_callback(ProgressBar(forwarder))
@@ -291,9 +294,25 @@ def device_for(requested: str) -> DeviceInfo:
     return detect_device(requested)
 
 
+class TrainableTokensMixin:
+    """Counts the label positions that carry loss (in this process), for metrics.jsonl."""
+
+    trainable_tokens_seen: int = 0
+
+    def training_step(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        labels = inputs.get("labels") if hasattr(inputs, "get") else None
+        if labels is not None:  # causal LM: position t predicts label t + 1
+            self.trainable_tokens_seen += int((labels[..., 1:] != -100).sum())
+        return super().training_step(model, inputs, *args, **kwargs)  # type: ignore[misc]
+
+
 def with_atomic_checkpoints(trainer_class: type) -> type:
-    """`trainer_class` with `AtomicCheckpointsMixin` in front of it."""
-    return type(f"Atomic{trainer_class.__name__}", (AtomicCheckpointsMixin, trainer_class), {})
+    """`trainer_class` with atomic checkpoints and trainable-token counting in front of it."""
+    return type(
+        f"LargeForge{trainer_class.__name__}",
+        (AtomicCheckpointsMixin, TrainableTokensMixin, trainer_class),
+        {},
+    )
 
 
 def fit(

@@ -52,6 +52,7 @@ class TrlDpoTrainer:
         args = DPOConfig(
             **common.common_arguments(plan, device, Path(run_dir) / "checkpoints"),
             beta=plan.dpo_beta,
+            precompute_ref_log_probs=plan.dpo_precompute_ref_log_probs,
         )
         trainer = common.with_atomic_checkpoints(DPOTrainer)(
             model=model,
