@@ -98,6 +98,9 @@ class TrainingSettings(_Strict):
     max_length: int = Field(256, ge=16)
     val_size: float = Field(0.1, ge=0.0, lt=1.0)
     logging_steps: int = Field(5, gt=0)
+    packing: bool = Field(
+        False, description="pack short samples into max_length rows (SFT; padding-free)"
+    )
     save_steps: int = Field(10, ge=0, description="checkpoint every N steps; 0 disables")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     eval_steps: int = Field(0, ge=0, description="evaluate every N steps; 0: before/after only")
@@ -163,6 +166,7 @@ class RunConfig(_Strict):
             max_length=t.max_length,
             val_size=t.val_size,
             logging_steps=t.logging_steps,
+            packing=t.packing,
             save_steps=t.save_steps,
             keep_checkpoints=t.keep_checkpoints,
             eval_steps=t.eval_steps,

@@ -257,3 +257,52 @@ def test_evaluation_every_n_steps_is_recorded(tiny_model_dir: Path, tmp_path: Pa
         plan, str(tiny_model_dir), examples[:8], examples[8:], str(tmp_path), metrics.append
     )
     assert [m.step for m in metrics if m.eval_loss is not None] == [0, 2, 4, 4]
+
+
+def test_packed_samples_do_not_attend_to_each_other(tiny_model_dir: Path) -> None:
+    """The mechanism packing relies on: position ids restarting per sample, no attention mask,
+    and no KV cache (TRL's `compute_loss` passes `use_cache=False`; with a cache transformers
+    does not look for packed sequences)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    first, second = torch.tensor([[5, 6, 7, 8, 9]]), torch.tensor([[11, 12, 13]])
+    packed = torch.cat([first, second], dim=1)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]])
+    with torch.no_grad():
+        alone = model(input_ids=second).logits
+        together = model(input_ids=packed, position_ids=positions, use_cache=False).logits[:, 5:]
+        leaky = model(input_ids=packed, use_cache=False).logits[:, 5:]  # the second sees the first
+    assert torch.allclose(alone, together, atol=1e-5)
+    assert not torch.allclose(alone, leaky, atol=1e-3)
+
+
+def test_packed_training_runs_and_learns(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from largeforge.adapters.trl.sft import packing_efficiency
+
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    examples = [encoder.encode(make_example(f"Hi {i}", f"{i} {i}.")) for i in range(40)]
+    plan = TrainingPlan(
+        model="tiny",
+        datasets=(DatasetSpec("mem"),),
+        lora=LoraSpec(rank=4, alpha=8),
+        max_steps=4,
+        batch_size=2,
+        learning_rate=5e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        max_length=256,
+        packing=True,
+        save_steps=0,
+    )
+    metrics: list[StepMetrics] = []
+    result = TrlSftTrainer(device="cpu").train(
+        plan, str(tiny_model_dir), examples[:36], examples[36:], str(tmp_path), metrics.append
+    )
+    assert result.train_examples < 36  # many samples per packed row
+    assert result.eval_loss_after < result.eval_loss_before
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"seq_lengths": [[100, 100], [56]]})
+    assert packing_efficiency(rows, 256) == pytest.approx(256 / 512)

@@ -41,6 +41,7 @@ class TrainingPlan:
     lora: LoraSpec = field(default_factory=LoraSpec)
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     train_on: str = "all"
+    packing: bool = False  # pack short samples into max_length rows (no cross-attention)
     save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
     eval_steps: int = 0  # evaluate every N steps (0: only before and after training)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping (0: off)
