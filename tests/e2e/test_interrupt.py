@@ -15,7 +15,10 @@ from tests.e2e.server import cli_env, largeforge
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_marks_the_run_interrupted(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])  # while loading, evaluating, training
+def test_sigterm_marks_the_run_interrupted(
+    tiny_model_dir: Path, tmp_path: Path, delay: float
+) -> None:
     process = subprocess.Popen(
         largeforge(
             "run-training",
@@ -34,7 +37,7 @@ def test_sigterm_marks_the_run_interrupted(tiny_model_dir: Path, tmp_path: Path)
             break
         assert process.poll() is None, process.communicate()[1][-2000:]
         time.sleep(0.2)
-    time.sleep(1.0)  # let it take a few optimizer steps
+    time.sleep(delay)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
 
