@@ -97,7 +97,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     assert "checkpoint-12" in kept
 
 
-def test_resume_refuses_a_changed_config(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_resume_refuses_a_finished_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG.format(model=tiny_model_dir).replace("max_steps: 12", "max_steps: 2"))
     out = tmp_path / "runs"

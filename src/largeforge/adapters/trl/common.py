@@ -290,8 +290,14 @@ def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str)
     return str(out)
 
 
-def device_for(requested: str) -> DeviceInfo:
-    return detect_device(requested)
+def setup(requested_device: str, model_dir: str, plan: TrainingPlan) -> tuple[DeviceInfo, Any, Any]:
+    """What every trainer does first: check the stack, quiet the libraries, pick the device,
+    load the model and tokenizer. Returns (device, model, tokenizer)."""
+    require_training_stack()
+    quiet_libraries()
+    device = detect_device(requested_device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device, plan)
+    return device, model, tokenizer
 
 
 class TrainableTokensMixin:

@@ -38,13 +38,10 @@ class TrlSftTrainer:
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
-        common.require_training_stack()
-        from datasets import Dataset
+        device, model, tokenizer = common.setup(self._device, model_dir, plan)
+        from datasets import Dataset  # after setup: it names a missing stack with the fix
         from trl import SFTConfig, SFTTrainer
 
-        common.quiet_libraries()
-        device = common.device_for(self._device)
-        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan)
         train_ds = Dataset.from_dict(to_columns(train))
         eval_ds = Dataset.from_dict(to_columns(evaluation))
         args = SFTConfig(

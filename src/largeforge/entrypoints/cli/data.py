@@ -215,10 +215,9 @@ def _render(tokenizer: Any, encoded: EncodedExample, markers: bool, text_cls: An
     return text
 
 
-def _engine(model: str, max_model_len: int | None = None) -> Any:
+def _engine(container: Any, model: str, max_model_len: int | None = None) -> Any:
     from largeforge.adapters.hf.inference import TransformersInferenceEngine
 
-    container = _container()
     return TransformersInferenceEngine(
         container.model_resolver().resolve(model), model, max_model_len=max_model_len
     )
@@ -278,10 +277,11 @@ def generate_sft(
 
     from largeforge.application.generation import GenerateSftData
 
-    prepared = _container().prepare_dataset().execute(DatasetSpec(seeds))
+    container = _container()
+    prepared = container.prepare_dataset().execute(DatasetSpec(seeds))
     seed_examples = [r for r in prepared.records if isinstance(r, SftExample)]
     generator = GenerateSftData(
-        _engine(model), max_tokens=max_tokens, temperature=temperature, seed=seed
+        _engine(container, model), max_tokens=max_tokens, temperature=temperature, seed=seed
     )
     with _progress_bar(count, "generating sft") as bar:
         result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
@@ -327,9 +327,10 @@ def generate_preferences(
     from largeforge.adapters.hf.inference import EngineLikelihoodScorer
     from largeforge.application.generation import GeneratePreferenceData
 
-    prepared = _container().prepare_dataset().execute(DatasetSpec(prompts))
+    container = _container()
+    prepared = container.prepare_dataset().execute(DatasetSpec(prompts))
     prompt_list = [r.prompt for r in prepared.records if isinstance(r, SftExample)][:count]
-    engine = _engine(model)
+    engine = _engine(container, model)
     generator = GeneratePreferenceData(
         engine,
         EngineLikelihoodScorer(engine),
