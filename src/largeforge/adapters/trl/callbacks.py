@@ -32,16 +32,16 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
         self.latest: StepMetrics | None = None
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from largeforge.adapters.system.signals import stop_requested
+        from largeforge.adapters.system.signals import StopRequested, stop_requested
 
         if stop_requested.is_set():
-            raise KeyboardInterrupt("stop requested")
+            raise StopRequested("stop requested")
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from largeforge.adapters.system.signals import stop_requested
+        from largeforge.adapters.system.signals import StopRequested, stop_requested
 
         if stop_requested.is_set():
-            raise KeyboardInterrupt("stop requested")
+            raise StopRequested("stop requested")
         self._last_time = time.perf_counter()
         # From a fresh start TRL counts tokens from 0; after a resume the first log only sets
         # the baseline (the restored counter includes tokens seen before the interruption).
