@@ -52,8 +52,8 @@ def messages_row(question: str, answer: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def fakes() -> dict[str, Any]:
+def make_fakes() -> dict[str, Any]:
+    """A fresh fake for every port."""
     return {
         "clock": FakeClock(),
         "resolver": FakeModelResolver(),
@@ -70,8 +70,13 @@ def fakes() -> dict[str, Any]:
 
 
 @pytest.fixture
-def container(fakes: dict[str, Any]) -> Iterator[Any]:
+def fakes() -> dict[str, Any]:
+    return make_fakes()
+
+
+def make_container(fakes: dict[str, Any] | None = None) -> Any:
     """The real composition root with every adapter overridden by a fake."""
+    fakes = fakes or make_fakes()
     settings = Settings(
         run=RunConfig(model="tiny", dataset="data.jsonl", training={"max_steps": 3}),
         serve=ServeSettings(model="tiny", served_model_name="fake-model"),
@@ -86,6 +91,12 @@ def container(fakes: dict[str, Any]) -> Iterator[Any]:
     c.merger.override(fakes["merger"])
     c.run_store.override(fakes["store"])
     c.inference_engine.override(fakes["engine"])
+    return c
+
+
+@pytest.fixture
+def container(fakes: dict[str, Any]) -> Iterator[Any]:
+    c = make_container(fakes)
     yield c
     c.unwire()
     c.reset_override()

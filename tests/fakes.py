@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+import random
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from largeforge.application.ports import MetricsCallback, RawRow
+from largeforge.application.ports import EngineLoad, MetricsCallback, RawRow
 from largeforge.domain import (
-    Completion,
     DatasetError,
     FinishReason,
     Message,
@@ -22,9 +23,10 @@ from largeforge.domain import (
     TrainingPlan,
     TrainingResult,
     TrainingRun,
-    Usage,
 )
 from largeforge.domain.datasets import EncodedExample, PreferencePair, TextExample
+from largeforge.domain.errors import EngineOverloadedError
+from largeforge.domain.generation import TokenLogprob, TokenStep
 
 
 class FakeClock:
@@ -215,12 +217,25 @@ class InMemoryRunStore:
 
 
 class FakeInferenceEngine:
-    """Echoes the last user message back, word by word, up to `max_tokens` words."""
+    """A word-level engine: a word is a token; it answers with the last user message's words.
+
+    Greedy replies echo the words in order and end with EOS; sampled replies shuffle them with
+    the request's seed. `delay` slows each token (for disconnect tests); `overloaded` makes it
+    refuse work as a full queue does.
+    """
+
+    EOS = "<eos>"
 
     def __init__(self, model_id: str = "fake-model", context_window: int = 64) -> None:
         self._model_id = model_id
         self._context_window = context_window
-        self.requests: list[tuple[tuple[Message, ...], SamplingParams]] = []
+        self._vocab: dict[str, int] = {self.EOS: 0}
+        self.adapter_names: tuple[str, ...] = ()
+        self.requests: list[tuple[tuple[int, ...], SamplingParams, str | None]] = []
+        self.active = 0
+        self.delay = 0.0
+        self.overloaded = False
+        self.fail_after: int | None = None
         self.closed = False
 
     @property
@@ -228,19 +243,82 @@ class FakeInferenceEngine:
         return self._model_id
 
     @property
+    def adapters(self) -> tuple[str, ...]:
+        return self.adapter_names
+
+    @property
     def context_window(self) -> int:
         return self._context_window
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        from largeforge.domain.generation import completion_budget
+    def _id(self, word: str) -> int:
+        return self._vocab.setdefault(word, len(self._vocab))
 
-        self.requests.append((tuple(messages), params))
-        prompt_tokens = sum(len(m.content.split()) + 2 for m in messages)
-        budget = completion_budget(params, prompt_tokens, self._context_window)
-        words = messages[-1].content.split()
-        reply = words[:budget]
-        finish = FinishReason.LENGTH if len(words) > budget else FinishReason.STOP
-        return Completion(" ".join(reply), finish, Usage(prompt_tokens, len(reply)))
+    def _word(self, token: int) -> str:
+        return next((w for w, i in self._vocab.items() if i == token), f"<unk{token}>")
+
+    @property
+    def vocab_size(self) -> int:
+        return 1000
+
+    def render_chat(self, messages: Sequence[Message]) -> list[int]:
+        ids = []
+        for m in messages:
+            ids += [self._id(f"<{m.role.value}>"), *self.tokenize(m.content), self._id("<end>")]
+        return [*ids, self._id("<assistant>")]
+
+    def tokenize(self, text: str) -> list[int]:
+        return [self._id(w) for w in text.split()]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self._word(i) for i in ids if i != 0)
+
+    def _reply(self, prompt_ids: Sequence[int], params: SamplingParams) -> list[str]:
+        user = self._id("<user>")
+        last = max((i for i, t in enumerate(prompt_ids) if t == user), default=-1)
+        words = [self._word(t) for t in prompt_ids[last + 1 :] if not self._word(t).startswith("<")]
+        if not params.greedy:
+            random.Random(params.seed).shuffle(words)
+        return words
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None
+    ) -> AsyncGenerator[TokenStep, None]:
+        if self.overloaded:
+            raise EngineOverloadedError("the fake queue is full", retry_after=3)
+        self.requests.append((tuple(prompt_ids), params, adapter))
+        words = self._reply(prompt_ids, params)
+        if adapter:
+            words = [f"[{adapter}]", *words]
+        words.append(self.EOS)
+        budget = params.max_tokens or 1
+        self.active += 1
+        try:
+            for n, word in enumerate(words[:budget], start=1):
+                if self.fail_after is not None and n > self.fail_after:
+                    raise RuntimeError("the fake engine broke")
+                await asyncio.sleep(self.delay)
+                logprob = None
+                if params.logprobs is not None:
+                    top = tuple((f"{word}{'~' * k}", -0.5 - k) for k in range(params.logprobs))
+                    logprob = TokenLogprob(word, -0.5, top, self._id(word))
+                finish = None
+                if word == self.EOS:
+                    finish = FinishReason.STOP
+                elif n == budget:
+                    finish = FinishReason.LENGTH
+                text = "" if word == self.EOS else (word if n == 1 else f" {word}")
+                yield TokenStep(self._id(word), text, logprob, finish)
+        finally:
+            self.active -= 1
+
+    async def prompt_logprobs(
+        self, prompt_ids: Sequence[int], top: int, adapter: str | None = None
+    ) -> list[TokenLogprob]:
+        entries = [TokenLogprob(self._word(t), -1.0, (), t) for t in prompt_ids]
+        return [TokenLogprob(entries[0].token, None, (), prompt_ids[0]), *entries[1:]]
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(0, self.active)
 
     def close(self) -> None:
         self.closed = True

@@ -187,6 +187,12 @@ class ServeSettings(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_model_len: int | None = Field(None, gt=0)
+    backend: Literal["transformers", "vllm"] = "transformers"
+    lora: dict[str, str] = Field(default_factory=dict, description="served name -> adapter dir")
+    max_num_seqs: int = Field(16, ge=1, le=1024)
+    max_queue: int = Field(256, ge=0)
+    on_overflow: Literal["reject", "truncate-max-tokens"] = "reject"
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
     @property
     def model_id(self) -> str:

@@ -1,7 +1,7 @@
 """The composition root: the only module that names concrete adapters.
 
 Build it from `Settings` (`Container.from_settings`), then ask it for use cases:
-`container.run_training()`, `container.chat()`. Tests swap adapters with
+`container.run_training()`, `container.generation()`. Tests swap adapters with
 `container.trainer.override(FakeModelTrainer())` before anything is resolved.
 """
 
@@ -15,11 +15,12 @@ from largeforge.adapters.data.sources import FileRowSource
 from largeforge.adapters.models.resolver import HfModelResolver
 from largeforge.adapters.storage.runs import FilesystemRunStore, ReadOnlyRunStore, SkipMerger
 from largeforge.adapters.system.clock import SystemClock
-from largeforge.application.chat import ChatCompletion
 from largeforge.application.data import PrepareDataset
 from largeforge.application.ports import InferenceEngine, ModelResolver, RunStore
+from largeforge.application.serving import TextGeneration
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
+from largeforge.domain.generation import OverflowPolicy
 
 
 def _trl_sft_trainer(device: str) -> Any:
@@ -53,27 +54,48 @@ def _run_store(root: str, rank: int) -> RunStore:
     return store if rank == 0 else ReadOnlyRunStore(store)
 
 
-def _transformers_engine(
+def _inference_engine(
     resolver: ModelResolver,
+    backend: str,
     model: str,
     model_id: str,
     device: str,
     dtype: str,
     max_model_len: int | None,
+    lora: dict[str, str],
+    max_num_seqs: int,
+    max_queue: int,
 ) -> InferenceEngine:
+    model_dir = resolver.resolve(model)
+    if backend == "vllm":
+        from largeforge.adapters.vllm.engine import VllmInferenceEngine
+
+        engine: InferenceEngine = VllmInferenceEngine(
+            model_dir=model_dir,
+            model_id=model_id,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            adapters=lora,
+            max_num_seqs=max_num_seqs,
+            max_queue=max_queue,
+        )
+        return engine
     from largeforge.adapters.hf.inference import TransformersInferenceEngine
 
     return TransformersInferenceEngine(
-        model_dir=resolver.resolve(model),
+        model_dir=model_dir,
         model_id=model_id,
         device=device,
         dtype=dtype,
         max_model_len=max_model_len,
+        adapters=lora,
+        max_num_seqs=max_num_seqs,
+        max_queue=max_queue,
     )
 
 
-def _engines_by_id(engine: InferenceEngine) -> dict[str, InferenceEngine]:
-    return {engine.model_id: engine}
+def _engines(engine: InferenceEngine) -> list[InferenceEngine]:
+    return [engine]
 
 
 class Container(containers.DeclarativeContainer):
@@ -106,16 +128,24 @@ class Container(containers.DeclarativeContainer):
     )
 
     inference_engine = providers.Singleton(
-        _transformers_engine,
+        _inference_engine,
         resolver=model_resolver,
+        backend=config.serve.backend,
         model=config.serve.model,
         model_id=config.serve.model_id,
         device=config.serve.device,
         dtype=config.serve.dtype,
         max_model_len=config.serve.max_model_len,
+        lora=config.serve.lora,
+        max_num_seqs=config.serve.max_num_seqs,
+        max_queue=config.serve.max_queue,
     )
-    engines = providers.Singleton(_engines_by_id, engine=inference_engine)
-    chat = providers.Singleton(ChatCompletion, engines=engines)
+    engines = providers.Singleton(_engines, engine=inference_engine)
+    generation = providers.Singleton(
+        TextGeneration,
+        engines=engines,
+        overflow=providers.Factory(OverflowPolicy, config.serve.on_overflow),
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Container:

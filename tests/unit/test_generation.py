@@ -3,36 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from largeforge.application.generation import (
     GeneratePreferenceData,
     GenerateSftData,
     clean_task,
 )
-from largeforge.domain import Completion, FinishReason, Message, Role, SamplingParams, Usage
+from largeforge.domain import FinishReason, Message, Role, SamplingParams
 from largeforge.domain.formats import DatasetFormat, parse_row, to_row
+from largeforge.domain.generation import TokenStep
 from largeforge.domain.validation import check_record
 from tests.conftest import make_example
+from tests.fakes import FakeInferenceEngine
 
 
-class ScriptedEngine:
-    """Replies from a script, in order, recording every request."""
+class ScriptedEngine(FakeInferenceEngine):
+    """Replies from a script, in order, recording every conversation it was asked about."""
 
     def __init__(self, replies: Sequence[str]) -> None:
+        super().__init__("scripted", context_window=4096)
         self.replies = list(replies)
-        self.requests: list[tuple[tuple[Message, ...], SamplingParams]] = []
+        self.chats: list[tuple[Message, ...]] = []
 
-    model_id = "scripted"
-    context_window = 4096
+    def render_chat(self, messages: Sequence[Message]) -> list[int]:
+        self.chats.append(tuple(messages))
+        return super().render_chat(messages)
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        self.requests.append((tuple(messages), params))
-        text = self.replies.pop(0)
-        return Completion(text, FinishReason.STOP, Usage(1, 1))
-
-    def close(self) -> None:
-        pass
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None
+    ) -> AsyncGenerator[TokenStep, None]:
+        yield TokenStep(0, self.replies.pop(0), None, FinishReason.STOP)
 
 
 class LengthScorer:
@@ -58,9 +59,9 @@ def test_sft_generation_asks_for_a_task_then_its_answer() -> None:
         Message(Role.USER, "Explain generators."),
         Message(Role.ASSISTANT, "Generators yield values lazily."),
     )
-    task_prompt = engine.requests[0][0][0].content
+    task_prompt = engine.chats[0][0].content
     assert task_prompt.count("- Explain topic") == 3  # three seed shots
-    assert engine.requests[1][0] == (Message(Role.USER, "Explain generators."),)
+    assert engine.chats[1] == (Message(Role.USER, "Explain generators."),)
     check_record(parse_row(to_row(record, DatasetFormat.MESSAGES), DatasetFormat.MESSAGES))
 
 

@@ -50,13 +50,13 @@ def test_health_and_models(client: TestClient[Any]) -> None:
 
 
 def test_chat_completion_shape_and_usage(client: TestClient[Any]) -> None:
-    response = client.post("/v1/chat/completions", json=chat_body(max_tokens=2))
+    response = client.post("/v1/chat/completions", json=chat_body(max_tokens=2, temperature=0))
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "chat.completion"
     assert body["id"].startswith("chatcmpl-")
     (choice,) = body["choices"]
-    assert choice["message"] == {"role": "assistant", "content": "hello big"}
+    assert choice["message"] == {"role": "assistant", "content": "hello big", "refusal": None}
     assert choice["finish_reason"] == "length"
     usage = body["usage"]
     assert usage["completion_tokens"] == 2
@@ -88,9 +88,14 @@ def test_max_completion_tokens_wins_and_text_parts_are_joined(
         ({"max_tokens": 0}, "max_tokens"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-        ({"stream": True}, "stream"),
-        ({"n": 2}, "n"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"n": 17}, "n"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"frobnicate": 1}, "frobnicate"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"seed": 2**70}, "seed"),
     ],
 )
 def test_invalid_parameters_are_400_naming_the_parameter(
@@ -118,7 +123,8 @@ def test_default_max_tokens_fills_the_remaining_context(
 ) -> None:
     response = client.post("/v1/chat/completions", json=chat_body())
     assert response.status_code == 200, response.text
-    assert fakes["engine"].requests[-1][1].max_tokens is None
+    prompt_ids, params, _ = fakes["engine"].requests[-1]
+    assert params.max_tokens == 64 - len(prompt_ids)
 
 
 def test_prompt_over_the_context_window_is_400(client: TestClient[Any]) -> None:
@@ -154,15 +160,15 @@ def test_api_key_required_on_v1_but_not_on_health(keyed_client: TestClient[Any])
 def test_health_is_503_while_the_model_loads(container: Any, fakes: dict[str, Any]) -> None:
     import threading
 
-    from largeforge.application.chat import ChatCompletion
+    from largeforge.application.serving import TextGeneration
 
     gate = threading.Event()
 
     def slow_chat() -> Any:
         gate.wait(10)
-        return ChatCompletion({"fake-model": fakes["engine"]})
+        return TextGeneration([fakes["engine"]])
 
-    container.chat.override(__import__("dependency_injector").providers.Callable(slow_chat))
+    container.generation.override(__import__("dependency_injector").providers.Callable(slow_chat))
     try:
         with TestClient(create_app(container)) as test_client:
             response = test_client.get("/health")
@@ -177,7 +183,7 @@ def test_health_is_503_while_the_model_loads(container: Any, fakes: dict[str, An
             assert test_client.get("/health").status_code == 200
     finally:
         gate.set()
-        container.chat.reset_override()
+        container.generation.reset_override()
 
 
 def test_load_failure_is_reported_by_health(container: Any) -> None:
@@ -186,7 +192,7 @@ def test_load_failure_is_reported_by_health(container: Any) -> None:
     def broken() -> Any:
         raise RuntimeError("weights are corrupt")
 
-    container.chat.override(providers.Callable(broken))
+    container.generation.override(providers.Callable(broken))
     try:
         with TestClient(create_app(container, load_in_background=False)) as test_client:
             response = test_client.get("/health")
@@ -195,4 +201,4 @@ def test_load_failure_is_reported_by_health(container: Any) -> None:
             error = assert_openai_error(test_client.get("/v1/models"), 503)
             assert "failed to load" in error["message"]
     finally:
-        container.chat.reset_override()
+        container.generation.reset_override()

@@ -1,6 +1,6 @@
 """Use cases over ports. Imports only the domain, the stdlib and structlog."""
 
-from largeforge.application.chat import ChatCompletion
+from largeforge.application.serving import TextGeneration
 from largeforge.application.training import RunTraining, TrainingOutcome
 
-__all__ = ["ChatCompletion", "RunTraining", "TrainingOutcome"]
+__all__ = ["RunTraining", "TextGeneration", "TrainingOutcome"]

@@ -17,6 +17,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 import structlog
 
 from largeforge.application.ports import InferenceEngine
+from largeforge.application.serving import chat_once
 from largeforge.domain.datasets import Conversation, Message, PreferencePair, Role, SftExample
 from largeforge.domain.formats import RowError
 from largeforge.domain.generation import SamplingParams
@@ -133,14 +134,14 @@ class GenerateSftData:
         params = SamplingParams(
             max_tokens=64, temperature=self._temperature, seed=self._rng.randrange(2**31)
         )
-        completion = await self._engine.chat((Message(Role.USER, prompt),), params)
+        completion = await chat_once(self._engine, (Message(Role.USER, prompt),), params)
         return clean_task(clean_text(completion.text))
 
     async def _answer(self, task: str) -> str:
         params = SamplingParams(
             max_tokens=self._max_tokens, temperature=0.3, seed=self._rng.randrange(2**31)
         )
-        completion = await self._engine.chat((Message(Role.USER, task),), params)
+        completion = await chat_once(self._engine, (Message(Role.USER, task),), params)
         return clean_text(completion.text)
 
 
@@ -216,7 +217,7 @@ class GeneratePreferenceData:
                 temperature=self._temperature,
                 seed=self._rng.randrange(2**31),
             )
-            text = clean_text((await self._engine.chat(prompt, params)).text)
+            text = clean_text((await chat_once(self._engine, prompt, params)).text)
             score = await self._scorer.score(prompt, text) if text else float("-inf")
             scored.append((text, score))
         return scored

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -14,7 +14,7 @@ from largeforge.domain.datasets import (
     SftExample,
     TextExample,
 )
-from largeforge.domain.generation import Completion, SamplingParams
+from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
 from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingResult, TrainingRun
 
 MetricsCallback = Callable[[StepMetrics], None]
@@ -100,17 +100,59 @@ class RunStore(Protocol):
     def run_dir(self, run_id: str) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """How busy an engine is: requests waiting for a slot, sequences being generated."""
+
+    waiting: int
+    running: int
+
+
 @runtime_checkable
 class InferenceEngine(Protocol):
-    """Generates text from one loaded model."""
+    """Generates tokens from one loaded model and, optionally, LoRA adapters on top of it.
+
+    `generate` yields one `TokenStep` per generated token; closing the iterator early (a stop
+    string was met, the client went away) releases the sequence's slot at once. Raises
+    `EngineOverloadedError` when its queue is full.
+    """
 
     @property
     def model_id(self) -> str: ...
 
     @property
+    def adapters(self) -> tuple[str, ...]:
+        """Served LoRA adapter names (each is a model id of its own)."""
+        ...
+
+    @property
     def context_window(self) -> int: ...
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion: ...
+    @property
+    def vocab_size(self) -> int: ...
+
+    def render_chat(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt token ids: the conversation in the model's chat template plus the generation
+        prompt."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None
+    ) -> AsyncGenerator[TokenStep, None]:
+        """Tokens after `prompt_ids` until end-of-sequence or `params.max_tokens` (required)."""
+        ...
+
+    async def prompt_logprobs(
+        self, prompt_ids: Sequence[int], top: int, adapter: str | None = None
+    ) -> list[TokenLogprob]:
+        """Each prompt token's log-probability given the tokens before it (the first: None)."""
+        ...
+
+    def load(self) -> EngineLoad: ...
 
     def close(self) -> None: ...
 

@@ -51,3 +51,11 @@ class ModelNotServedError(LargeForgeError):
         super().__init__(f"The model '{model}' does not exist. Available models: {names}.")
         self.model = model
         self.available = available
+
+
+class EngineOverloadedError(LargeForgeError):
+    """The engine's queue is full; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,32 +1,30 @@
-"""`InferenceEngine` over transformers `generate` (one model, requests served in turn)."""
+"""`InferenceEngine` over a transformers model with continuous batching and LoRA adapters."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import structlog
 
+from largeforge.adapters.hf.batching import ContinuousBatcher
+from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
 from largeforge.adapters.system.device import detect_device, resolve_dtype
+from largeforge.application.ports import EngineLoad
 from largeforge.domain.datasets import Message
-from largeforge.domain.generation import (
-    Completion,
-    FinishReason,
-    SamplingParams,
-    Usage,
-    completion_budget,
-)
+from largeforge.domain.errors import ConfigError
+from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
 
 log = structlog.get_logger(__name__)
 
 
 class TransformersInferenceEngine:
-    """Loads a model directory with transformers and answers chat requests.
+    """Loads a model directory with transformers and serves it with continuous batching.
 
-    Generation runs in a worker thread so the event loop stays responsive; a lock keeps one
-    `generate` call on the model at a time.
+    `adapters` maps served model ids to LoRA adapter directories; a batch may mix them (PEFT
+    applies each row's adapter), and the base model stays servable under `model_id`.
     """
 
     def __init__(
@@ -36,26 +34,40 @@ class TransformersInferenceEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_model_len: int | None = None,
+        adapters: Mapping[str, str] | None = None,
+        max_num_seqs: int = 16,
+        max_queue: int = 256,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        self._torch = torch
         self._model_id = model_id
         info = detect_device(device)
-        self._device = info.kind
         dtype_name = resolve_dtype(dtype, info)
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self._model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=getattr(torch, dtype_name)
-        ).to(info.kind)
-        self._model.eval()
-        config_len = getattr(self._model.config, "max_position_embeddings", None) or 2048
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name))
+        self._adapters = tuple(adapters or {})
+        if adapters:
+            model = _with_adapters(model, adapters)
+        model = model.to(info.kind)
+        model.eval()
+        config_len = getattr(model.config, "max_position_embeddings", None) or 2048
         self._context_window = min(max_model_len or config_len, config_len)
-        self._eos_ids = _eos_token_ids(self._model, self._tokenizer)
-        self._lock = threading.Lock()
+        self._eos_ids = _eos_token_ids(model, self._tokenizer)
+        self._device = info.kind
+        self._model = model
+        self._texts = TokenTexts(self._tokenizer)
+        self._batcher = ContinuousBatcher(
+            model,
+            self._tokenizer,
+            self._eos_ids,
+            info.kind,
+            max_num_seqs=max_num_seqs,
+            max_queue=max_queue,
+            use_adapters=bool(adapters),
+        )
         log.info(
             "engine_loaded",
             model=model_id,
@@ -63,6 +75,8 @@ class TransformersInferenceEngine:
             device=info.kind,
             dtype=dtype_name,
             context_window=self._context_window,
+            adapters=list(self._adapters),
+            max_num_seqs=max_num_seqs,
         )
 
     @property
@@ -70,11 +84,22 @@ class TransformersInferenceEngine:
         return self._model_id
 
     @property
+    def adapters(self) -> tuple[str, ...]:
+        return self._adapters
+
+    @property
     def context_window(self) -> int:
         return self._context_window
 
-    def render_prompt(self, messages: Sequence[Message]) -> list[int]:
-        """Token ids of the conversation rendered with the model's chat template."""
+    @property
+    def vocab_size(self) -> int:
+        return int(self._model.get_input_embeddings().num_embeddings)
+
+    @property
+    def eos_token_id(self) -> int:
+        return self._eos_ids[0]
+
+    def render_chat(self, messages: Sequence[Message]) -> list[int]:
         ids = self._tokenizer.apply_chat_template(
             [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True
         )
@@ -82,73 +107,91 @@ class TransformersInferenceEngine:
             ids = ids["input_ids"]
         return list(ids)
 
-    async def chat(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        prompt_ids = self.render_prompt(messages)
-        max_new = completion_budget(params, len(prompt_ids), self._context_window)
-        return await asyncio.to_thread(self._generate, prompt_ids, params, max_new)
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _generate(self, prompt_ids: list[int], params: SamplingParams, max_new: int) -> Completion:
-        torch = self._torch
-        inputs = torch.tensor([prompt_ids], device=self._device)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new,
-            "eos_token_id": self._eos_ids,
-            "pad_token_id": self._tokenizer.pad_token_id or self._eos_ids[0],
-            "attention_mask": torch.ones_like(inputs),
-        }
-        if params.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            kwargs["top_k"] = None
-        if params.stop:  # stop early; the stop text itself is cut below
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
-        with self._lock, torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            output = self._model.generate(inputs, **kwargs)
-        new_ids = output[0, len(prompt_ids) :].tolist()
-        finish = FinishReason.LENGTH
-        if new_ids and new_ids[-1] in self._eos_ids:
-            new_ids = new_ids[:-1]
-            finish = FinishReason.STOP
-        text = self._tokenizer.decode(new_ids, skip_special_tokens=True)
-        # The EOS token counts: it was generated, as OpenAI-compatible servers report it.
-        completion_tokens = len(output[0]) - len(prompt_ids)
-        text, stopped = _apply_stop(text, params.stop)
-        if stopped:
-            finish = FinishReason.STOP
-        usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens)
-        return Completion(text=text, finish_reason=finish, usage=usage)
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
 
-    async def mean_logprob(self, messages: Sequence[Message], response: str) -> float:
-        """Mean log-probability per token of `response` (and EOS) after the rendered prompt."""
-        prompt_ids = self.render_prompt(messages)
-        response_ids = list(self._tokenizer(response, add_special_tokens=False)["input_ids"])
-        response_ids.append(self._eos_ids[0])
-        return await asyncio.to_thread(self._mean_logprob, prompt_ids, response_ids)
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None
+    ) -> AsyncGenerator[TokenStep, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[TokenStep | BaseException] = asyncio.Queue()
 
-    def _mean_logprob(self, prompt_ids: list[int], response_ids: list[int]) -> float:
-        torch = self._torch
-        ids = torch.tensor([prompt_ids + response_ids], device=self._device)
-        with self._lock, torch.inference_mode():
-            logits = self._model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-        targets = torch.tensor(response_ids, device=self._device).unsqueeze(1)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets)
-        return float(logprobs.mean())
+        def emit(item: TokenStep | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        seq = self._batcher.new_sequence(prompt_ids, params, emit, adapter)
+        self._batcher.submit(seq)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            seq.cancelled = True  # the scheduler drops it before its next step
+
+    async def prompt_logprobs(
+        self, prompt_ids: Sequence[int], top: int, adapter: str | None = None
+    ) -> list[TokenLogprob]:
+        ids = list(prompt_ids)
+        future = self._batcher.call(lambda: self._score(ids, top, adapter))
+        return await asyncio.wrap_future(future)
+
+    def _score(self, ids: list[int], top: int, adapter: str | None) -> list[TokenLogprob]:
+        import torch
+
+        inputs = torch.tensor([ids], device=self._device)
+        extra = {"adapter_names": [adapter or "__base__"]} if self._adapters else {}
+        logits = self._model(input_ids=inputs, **extra).logits[0, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        entries = [TokenLogprob(self._texts(ids[0]), None, (), ids[0])] if ids else []
+        for position, token in enumerate(ids[1:]):
+            entries.append(logprob_entry(logprobs[position], token, top, self._texts))
+        return entries
+
+    def load(self) -> EngineLoad:
+        return self._batcher.load()
 
     def close(self) -> None:
-        self._model = None
+        self._batcher.close()
 
 
 class EngineLikelihoodScorer:
-    """`ResponseScorer`: the model's own mean token log-likelihood of the response."""
+    """`ResponseScorer`: the model's own mean token log-likelihood of the response (and EOS)."""
 
     def __init__(self, engine: TransformersInferenceEngine) -> None:
         self._engine = engine
 
     async def score(self, prompt: Sequence[Message], response: str) -> float:
-        return await self._engine.mean_logprob(prompt, response)
+        prompt_ids = self._engine.render_chat(prompt)
+        response_ids = [*self._engine.tokenize(response), self._engine.eos_token_id]
+        entries = await self._engine.prompt_logprobs(prompt_ids + response_ids, 0)
+        tail = [e.logprob for e in entries[len(prompt_ids) :] if e.logprob is not None]
+        return sum(tail) / len(tail)
+
+
+def _with_adapters(model: Any, adapters: Mapping[str, str]) -> Any:
+    """Wrap `model` with every LoRA adapter loaded under its served name."""
+    from peft import PeftModel
+
+    items = list(adapters.items())
+    for name, path in items:
+        if not (isinstance(path, str) and path):
+            raise ConfigError(f"LoRA adapter '{name}' has no path")
+    first_name, first_path = items[0]
+    try:
+        wrapped = PeftModel.from_pretrained(model, first_path, adapter_name=first_name)
+        for name, path in items[1:]:
+            wrapped.load_adapter(path, adapter_name=name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load LoRA adapter: {exc}") from None
+    return wrapped
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -161,9 +204,3 @@ def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
-
-
-def _apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Cut `text` at the earliest stop sequence (the stop text itself is not returned)."""
-    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -20,8 +20,17 @@ def serve(
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto",
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
     max_model_len: int | None = None,
+    lora: list[str] | None = None,
+    backend: Literal["transformers", "vllm"] = "transformers",
+    max_num_seqs: int = 16,
+    max_queue: int = 256,
+    on_overflow: Literal["reject", "truncate-max-tokens"] = "reject",
+    max_body_bytes: int = 4 * 1024 * 1024,
 ) -> int:
-    """Serve a model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /health).
+    """Serve a model over an OpenAI-compatible API.
+
+    Routes: /v1/models, /v1/completions, /v1/chat/completions (streaming with SSE), /health,
+    /metrics (Prometheus).
 
     Parameters
     ----------
@@ -42,6 +51,20 @@ def serve(
         auto (fp32 on CPU, bf16/fp16 on GPUs), float32, bfloat16 or float16.
     max_model_len
         Context window to enforce (default: the model's).
+    lora
+        A LoRA adapter served as its own model id, as NAME=PATH (e.g. a run's adapter
+        directory); repeat for several.
+    backend
+        transformers (continuous batching, any device) or vllm (needs the vllm extra).
+    max_num_seqs
+        Sequences generated together in one batch.
+    max_queue
+        Requests allowed to wait for a batch slot; beyond it requests get 429 with Retry-After.
+    on_overflow
+        When prompt + max_tokens exceed the context: reject (400) or truncate-max-tokens.
+        The prompt is never cut.
+    max_body_bytes
+        Largest request body accepted (larger gets 413).
     """
     import structlog
     import uvicorn
@@ -62,12 +85,18 @@ def serve(
             "device": device,
             "dtype": dtype,
             "max_model_len": max_model_len,
+            "lora": _adapters(lora or []),
+            "backend": backend,
+            "max_num_seqs": max_num_seqs,
+            "max_queue": max_queue,
+            "on_overflow": on_overflow,
+            "max_body_bytes": max_body_bytes,
         },
         "serve options",
     )
     container = Container.from_settings(Settings(serve=settings))
     container.model_resolver().resolve(settings.model)  # fail fast on a bad reference
-    app = create_app(container, api_keys=settings.api_keys)
+    app = create_app(container, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
     # Bind first so the real address (port 0 picks a free one) can be announced.
     try:
         sock = socket.create_server((settings.host, settings.port))
@@ -82,3 +111,18 @@ def serve(
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _adapters(specs: list[str]) -> dict[str, str]:
+    """`NAME=PATH` pairs; the path must be a directory holding a LoRA adapter."""
+    from pathlib import Path
+
+    adapters: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--lora expects NAME=PATH, got '{spec}'")
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise ConfigError(f"--lora {name}: no adapter_config.json in {path}")
+        adapters[name] = str(Path(path).resolve())
+    return adapters

@@ -1,43 +1,72 @@
-"""The Litestar app factory: OpenAI-compatible routes over the chat use case."""
+"""The Litestar app factory: OpenAI-compatible routes over the `TextGeneration` use case."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, SerializationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.response import Stream
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from largeforge.application.chat import ChatCompletion
+from largeforge.application.ports import EngineLoad
+from largeforge.application.serving import StreamEvent, TextGeneration
 from largeforge.domain.errors import InvalidRequestError
-from largeforge.entrypoints.http.errors import EXCEPTION_HANDLERS, ServiceLoadingError
-from largeforge.entrypoints.http.schemas import chat_completion_response, parse_chat_request
+from largeforge.domain.generation import Completion, Usage
+from largeforge.entrypoints.http.errors import (
+    EXCEPTION_HANDLERS,
+    ClientDisconnectedError,
+    ServiceLoadingError,
+    describe,
+)
+from largeforge.entrypoints.http.metrics import ServerMetrics
+from largeforge.entrypoints.http.responses import (
+    DONE,
+    ChunkWriter,
+    chat_completion,
+    new_id,
+    sse,
+    text_completion,
+)
+from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody, parse_body
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
 class Serving:
     """What the routes serve: filled in by the lifespan once the engines are loaded."""
 
-    chat: ChatCompletion | None = None
+    service: TextGeneration | None = None
     error: str | None = None
     started_at: float = field(default_factory=time.time)
+    metrics: ServerMetrics = field(init=False)
 
-    def ready_chat(self) -> ChatCompletion:
-        if self.chat is None:
+    def __post_init__(self) -> None:
+        self.metrics = ServerMetrics(self.load)
+
+    def load(self) -> EngineLoad | None:
+        return self.service.load() if self.service is not None else None
+
+    def ready(self) -> TextGeneration:
+        if self.service is None:
             reason = f"model failed to load: {self.error}" if self.error else "model is loading"
             raise ServiceLoadingError(detail=reason, headers={"Retry-After": "5"})
-        return self.chat
+        return self.service
 
 
 def _serving(state: State) -> Serving:
@@ -73,8 +102,8 @@ def api_key_guard(
 def health(state: State) -> Response[dict[str, Any]]:
     """200 when the model is loaded, 503 while loading or after a load failure."""
     serving = _serving(state)
-    if serving.chat is not None:
-        return Response({"status": "ok", "models": list(serving.chat.models())})
+    if serving.service is not None:
+        return Response({"status": "ok", "models": list(serving.service.models())})
     status = "error" if serving.error else "loading"
     body: dict[str, Any] = {"status": status}
     if serving.error:
@@ -82,46 +111,191 @@ def health(state: State) -> Response[dict[str, Any]]:
     return Response(body, status_code=503, headers={"Retry-After": "5"})
 
 
+@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
+def metrics(state: State) -> bytes:
+    """Prometheus text exposition."""
+    return _serving(state).metrics.render()
+
+
 @get("/models", sync_to_thread=False)
 def list_models(state: State) -> dict[str, Any]:
-    """The served model ids, in the OpenAI list shape."""
+    """The served model ids (base models, then LoRA adapters), in the OpenAI list shape."""
     serving = _serving(state)
-    chat = serving.ready_chat()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": name,
-                "object": "model",
-                "created": int(serving.started_at),
-                "owned_by": "largeforge",
-            }
-            for name in chat.models()
-        ],
-    }
+    service = serving.ready()
+    data = []
+    for name in service.models():
+        base = service.base_of(name)
+        entry = {"id": name, "object": "model", "created": int(serving.started_at)}
+        data.append(entry | {"owned_by": "largeforge", "root": base or name, "parent": base})
+    return {"object": "list", "data": data}
 
 
 @post("/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    """Chat completion (non-streaming)."""
-    chat = _serving(state).ready_chat()
+async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Chat completion, streamed (SSE) or not."""
+    serving = _serving(state)
+    service = serving.ready()
+    body: ChatCompletionBody = parse_body(ChatCompletionBody, await _json(request))
+    domain = body.to_domain()
+    timer = _Timer(serving.metrics, body.model)
+    if body.stream:
+        events = service.stream_chat(domain, on_first_token=timer.first_token)
+        writer = ChunkWriter(
+            body.model, chat=True, include_usage=body.include_usage, logprobs=body.logprobs
+        )
+        return await _stream(events, writer, timer, opening=writer.role(body.n))
+    completion = await _until_disconnect(
+        request, service.chat(domain, on_first_token=timer.first_token)
+    )
+    timer.finished(completion.usage)
+    return Response(chat_completion(new_id("chatcmpl"), body.model, completion))
+
+
+@post("/completions", status_code=200)
+async def completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Text completion of one or several prompts (text or token ids), streamed or not."""
+    serving = _serving(state)
+    service = serving.ready()
+    body: CompletionBody = parse_body(CompletionBody, await _json(request))
+    requests = body.to_domain()
+    timer = _Timer(serving.metrics, body.model)
+    if body.stream:
+        if len(requests) > 1:
+            raise InvalidRequestError("stream=true takes a single prompt", param="prompt")
+        events = service.stream_complete(requests[0], on_first_token=timer.first_token)
+        writer = ChunkWriter(
+            body.model,
+            chat=False,
+            include_usage=body.include_usage,
+            logprobs=body.logprobs is not None,
+        )
+        return await _stream(events, writer, timer)
+    results: list[Completion] = await _until_disconnect(
+        request,
+        asyncio.gather(*(service.complete(r, on_first_token=timer.first_token) for r in requests)),
+    )
+    total = Usage(
+        sum(r.usage.prompt_tokens for r in results),
+        sum(r.usage.completion_tokens for r in results),
+    )
+    timer.finished(total)
+    return Response(text_completion(new_id("cmpl"), body.model, results))
+
+
+async def _json(request: Request[Any, Any, Any]) -> Any:
     try:
-        data = await request.json()
+        return await request.json()
     except SerializationException as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
-    body = parse_chat_request(data)
-    domain_request = body.to_domain()
-    started = time.perf_counter()
-    completion = await chat.execute(domain_request)
-    log.info(
-        "chat_completion",
-        model=body.model,
-        prompt_tokens=completion.usage.prompt_tokens,
-        completion_tokens=completion.usage.completion_tokens,
-        finish_reason=completion.finish_reason.value,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    return chat_completion_response(body.model, completion)
+
+
+class _Timer:
+    """Per-request metrics: time to first token, latency and token counters."""
+
+    def __init__(self, metrics: ServerMetrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._start = time.perf_counter()
+
+    def first_token(self) -> None:
+        elapsed = time.perf_counter() - self._start
+        self._metrics.time_to_first_token.labels(self._model).observe(elapsed)
+
+    def finished(self, usage: Usage) -> None:
+        elapsed = time.perf_counter() - self._start
+        self._metrics.latency.labels(self._model).observe(elapsed)
+        self._metrics.prompt_tokens.labels(self._model).inc(usage.prompt_tokens)
+        self._metrics.generation_tokens.labels(self._model).inc(usage.completion_tokens)
+        log.info(
+            "request_served",
+            model=self._model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            seconds=round(elapsed, 3),
+        )
+
+
+async def _stream(
+    events: AsyncGenerator[StreamEvent, None],
+    writer: ChunkWriter,
+    timer: _Timer,
+    opening: bytes = b"",
+) -> Stream:
+    """An SSE response. The first event is awaited here, so an overloaded engine or a bad
+    request still gets a proper status code; later failures become an error event."""
+    first = await anext(events)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if opening:
+                yield opening
+            event: StreamEvent | None = first
+            while event is not None:
+                if isinstance(event, Usage):
+                    timer.finished(event)
+                    if writer.include_usage:
+                        yield writer.usage(event)
+                else:
+                    yield writer.delta(event)
+                event = await anext(events, None)
+        except Exception as exc:
+            status, payload, _headers = describe(exc)
+            log.error("stream_failed", status=status, error=str(exc))
+            yield sse(payload)
+        finally:
+            await events.aclose()  # frees the engine's slots when the client went away
+        yield DONE
+
+    return Stream(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _until_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and freeing its engine slots) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnectedError()
+
+
+def request_metrics(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware counting finished requests by route and status code."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, capture)
+        finally:
+            serving: Serving = scope["app"].state.serving
+            endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+            serving.metrics.requests.labels(endpoint, str(status["code"])).inc()
+
+    return middleware
+
+
+_ENDPOINTS = frozenset(
+    {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"}
+)
 
 
 def create_app(
@@ -129,8 +303,9 @@ def create_app(
     *,
     api_keys: Sequence[str] = (),
     load_in_background: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Litestar:
-    """Build the app. The container's `chat` provider is resolved in the lifespan.
+    """Build the app. The container's `generation` provider is resolved in the lifespan.
 
     With `load_in_background` the server answers `/health` with 503 while the model loads.
     """
@@ -138,8 +313,8 @@ def create_app(
 
     def load() -> None:
         try:
-            serving.chat = container.chat()
-            log.info("server_ready", models=list(serving.chat.models()))
+            serving.service = container.generation()
+            log.info("server_ready", models=list(serving.service.models()))
         except Exception as exc:  # reported by /health and every request
             serving.error = f"{type(exc).__name__}: {exc}"
             log.error("model_load_failed", error=serving.error)
@@ -156,19 +331,20 @@ def create_app(
         finally:
             if task is not None and not task.done():
                 await asyncio.wait([task], timeout=1)
-            if serving.chat is not None:
-                serving.chat.close()
+            if serving.service is not None:
+                serving.service.close()
 
     v1 = Router(
         path="/v1",
-        route_handlers=[list_models, chat_completions],
+        route_handlers=[list_models, chat_completions, completions],
         guards=[api_key_guard(api_keys)],
     )
     return Litestar(
-        route_handlers=[health, v1],
+        route_handlers=[health, metrics, v1],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
+        middleware=[request_metrics],
         state=State({"serving": serving}),
-        request_max_body_size=4 * 1024 * 1024,
+        request_max_body_size=max_body_bytes,
         debug=False,
     )

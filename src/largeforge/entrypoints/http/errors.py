@@ -7,11 +7,10 @@ from typing import Any
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from litestar.types import ExceptionHandlersMap
 
 from largeforge.domain.errors import (
     ContextLengthExceededError,
+    EngineOverloadedError,
     InvalidRequestError,
     LargeForgeError,
     ModelNotServedError,
@@ -27,6 +26,13 @@ class ServiceLoadingError(HTTPException):
     status_code = 503
 
 
+class ClientDisconnectedError(HTTPException):
+    """The client went away before the response was ready (nobody reads this response)."""
+
+    status_code = 499
+    detail = "client closed the request"
+
+
 _HTTP_TYPES = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
@@ -35,57 +41,43 @@ _HTTP_TYPES = {
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
+    499: ("invalid_request_error", "client_closed_request"),
     503: ("service_unavailable", "service_unavailable"),
 }
 
-
-def _json(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> Response[Any]:
-    return Response(content=body, status_code=status, headers=headers or {})
+Described = tuple[int, dict[str, Any], dict[str, str]]
 
 
-def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    status = exc.status_code
-    type_, code = _HTTP_TYPES.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None)
-    )
-    headers = dict(exc.headers or {})
-    if status == 503:
-        headers.setdefault("Retry-After", "5")
-    return _json(status, error_body(str(exc.detail), type_, None, code), headers)
+def describe(exc: BaseException) -> Described:
+    """Status code, OpenAI error body and headers for any exception."""
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        type_, code = _HTTP_TYPES.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        headers = dict(exc.headers or {})
+        if status == 503:
+            headers.setdefault("Retry-After", "5")
+        return status, error_body(str(exc.detail), type_, None, code), headers
+    if isinstance(exc, InvalidRequestError):
+        code = "context_length_exceeded" if isinstance(exc, ContextLengthExceededError) else None
+        return 400, error_body(str(exc), "invalid_request_error", exc.param, code), {}
+    if isinstance(exc, ModelNotServedError):
+        body = error_body(str(exc), "invalid_request_error", "model", "model_not_found")
+        return 404, body, {}
+    if isinstance(exc, EngineOverloadedError):
+        body = error_body(str(exc), "rate_limit_error", None, "queue_full")
+        return 429, body, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, LargeForgeError):
+        return 500, error_body(str(exc), "server_error"), {}
+    return 500, error_body(f"internal server error ({type(exc).__name__})", "server_error"), {}
 
 
-def handle_invalid_request(
-    request: Request[Any, Any, Any], exc: InvalidRequestError
-) -> Response[Any]:
-    code = "context_length_exceeded" if isinstance(exc, ContextLengthExceededError) else None
-    return _json(400, error_body(str(exc), "invalid_request_error", exc.param, code))
+def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, body, headers = describe(exc)
+    if status >= 500:
+        log.error("request_failed", path=request.url.path, error=repr(exc), exc_info=exc)
+    return Response(content=body, status_code=status, headers=headers)
 
 
-def handle_model_not_served(
-    request: Request[Any, Any, Any], exc: ModelNotServedError
-) -> Response[Any]:
-    return _json(404, error_body(str(exc), "invalid_request_error", "model", "model_not_found"))
-
-
-def handle_largeforge_error(request: Request[Any, Any, Any], exc: LargeForgeError) -> Response[Any]:
-    log.error("request_failed", path=request.url.path, error=str(exc))
-    return _json(500, error_body(str(exc), "server_error"))
-
-
-def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled_error", path=request.url.path)
-    return _json(
-        HTTP_500_INTERNAL_SERVER_ERROR,
-        error_body(f"internal server error ({type(exc).__name__})", "server_error"),
-    )
-
-
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    HTTPException: handle_http_exception,
-    InvalidRequestError: handle_invalid_request,
-    ModelNotServedError: handle_model_not_served,
-    LargeForgeError: handle_largeforge_error,
-    Exception: handle_unexpected,
-}
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {Exception: handle}

@@ -1,0 +1,315 @@
+"""Continuous batching over a transformers causal LM.
+
+One scheduler thread owns the model. Each iteration it admits waiting sequences (one prefill
+each, its KV cache merged into the batch's), then runs one decode step for every running
+sequence together: the batch's KV cache is left-padded, with an attention mask and per-row
+position ids, so sequences of different lengths, joining and leaving at any step, share every
+forward pass. A sequence leaves the batch when it finishes or its consumer goes away.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+import torch
+
+from largeforge.adapters.hf.sampling import (
+    IncrementalDecoder,
+    TokenTexts,
+    choose_token,
+    logprob_entry,
+)
+from largeforge.application.ports import EngineLoad
+from largeforge.domain.errors import EngineOverloadedError
+from largeforge.domain.generation import FinishReason, SamplingParams, TokenStep
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+PREFILL_TOKENS = 4096
+"""Most (padded) prompt tokens prefilled in one forward pass."""
+Emit = Callable[[TokenStep | BaseException], None]
+
+
+@dataclass(eq=False)
+class Generating:
+    """One sequence being generated (a choice of a request)."""
+
+    prompt: Sequence[int]
+    params: SamplingParams
+    emit: Emit
+    decoder: IncrementalDecoder
+    adapter: str | None = None
+    cancelled: bool = False
+    generated: int = 0
+    length: int = 0  # tokens in the KV cache = position of the next token fed
+    last: int = -1
+    counts: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    done: bool = False
+    waiting_since: float = field(default=0.0)
+
+
+class ContinuousBatcher:
+    """Schedules sequences onto one model; thread-safe `submit`, results through `emit`."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos_ids: Sequence[int],
+        device: str,
+        max_num_seqs: int = 16,
+        max_queue: int = 256,
+        use_adapters: bool = False,
+    ) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._eos = frozenset(eos_ids)
+        self._device = device
+        self._max_num_seqs = max_num_seqs
+        self._max_queue = max_queue
+        self._use_adapters = use_adapters
+        self._texts = TokenTexts(tokenizer)
+        self._waiting: deque[Generating] = deque()
+        self._jobs: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._running: list[Generating] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="largeforge-batcher", daemon=True)
+        self._thread.start()
+
+    # -- called from other threads ----------------------------------------------------------
+
+    def new_sequence(
+        self, prompt: Sequence[int], params: SamplingParams, emit: Emit, adapter: str | None
+    ) -> Generating:
+        seq = Generating(list(prompt), params, emit, IncrementalDecoder(self._tokenizer), adapter)
+        if params.seed is not None:
+            seq.generator = torch.Generator(device=self._device).manual_seed(params.seed % 2**63)
+        return seq
+
+    def submit(self, seq: Generating) -> None:
+        """Queue `seq`; raises `EngineOverloadedError` when the waiting queue is full."""
+        with self._cond:
+            if self._closed:
+                raise EngineOverloadedError("the engine is shutting down", retry_after=5)
+            if len(self._waiting) >= self._max_queue:
+                raise EngineOverloadedError(
+                    f"the server is busy: {len(self._waiting)} requests are waiting "
+                    f"(queue size {self._max_queue}); retry shortly"
+                )
+            self._waiting.append(seq)
+            self._cond.notify()
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on the scheduler thread between two steps (it owns the model)."""
+        future: Future[T] = Future()
+        with self._cond:
+            self._jobs.append((fn, future))
+            self._cond.notify()
+        return future
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(waiting=len(self._waiting), running=len(self._running))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    # -- the scheduler thread ---------------------------------------------------------------
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not (self._closed or self._waiting or self._jobs or self._running):
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    jobs = list(self._jobs)
+                    self._jobs.clear()
+                    room = self._max_num_seqs - len(self._running)
+                    admitted = [
+                        self._waiting.popleft() for _ in range(min(room, len(self._waiting)))
+                    ]
+                for fn, future in jobs:
+                    if future.set_running_or_notify_cancel():
+                        try:
+                            future.set_result(fn())
+                        except BaseException as exc:
+                            future.set_exception(exc)
+                try:
+                    self._drop([s for s in self._running if s.cancelled])
+                    live = [s for s in admitted if not s.cancelled]
+                    if live:
+                        self._prefill(live)
+                    if self._running:
+                        self._decode()
+                except Exception as exc:
+                    log.exception("engine_step_failed")
+                    for seq in [*self._running, *admitted]:
+                        if not seq.done:
+                            seq.emit(exc)
+                    self._running, self._cache, self._mask = [], None, None
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        error = EngineOverloadedError("the engine was shut down", retry_after=5)
+        for seq in [*self._running, *self._waiting]:
+            seq.emit(error)
+        for _fn, future in self._jobs:
+            future.cancel()
+
+    def _forward(self, seqs: Sequence[Generating], **inputs: Any) -> Any:
+        if self._use_adapters:
+            inputs["adapter_names"] = [s.adapter or "__base__" for s in seqs]
+        return self._model(**inputs, use_cache=True, logits_to_keep=1)
+
+    def _prefill(self, seqs: list[Generating]) -> None:
+        """Run the prompts of newly admitted sequences, left-padded in batches, and join them."""
+        group: list[Generating] = []
+        for seq in sorted(seqs, key=lambda s: len(s.prompt)):
+            width = len(seq.prompt)
+            if group and width * (len(group) + 1) > PREFILL_TOKENS:
+                self._prefill_group(group)
+                group = []
+            group.append(seq)
+        if group:
+            self._prefill_group(group)
+
+    def _prefill_group(self, seqs: list[Generating]) -> None:
+        from transformers import DynamicCache
+
+        width = max(len(s.prompt) for s in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        positions = torch.zeros(len(seqs), width, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            size = len(seq.prompt)
+            ids[row, width - size :] = torch.tensor(list(seq.prompt))
+            mask[row, width - size :] = 1
+            positions[row, width - size :] = torch.arange(size)
+            seq.length = size
+        inputs: dict[str, Any] = {"input_ids": ids.to(self._device)}
+        if len(seqs) > 1:  # one prompt needs neither mask nor positions
+            inputs.update(
+                attention_mask=mask.to(self._device), position_ids=positions.to(self._device)
+            )
+        out = self._forward(seqs, **inputs, past_key_values=DynamicCache())
+        self._join(seqs, out.past_key_values, mask.to(self._device))
+        self._advance(seqs, out.logits[:, -1, :].float())
+
+    def _decode(self) -> None:
+        seqs = self._running
+        assert self._mask is not None
+        ids = torch.tensor([[s.last] for s in seqs], device=self._device)
+        positions = torch.tensor([[s.length] for s in seqs], device=self._device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones(len(seqs), 1)], dim=1)
+        out = self._forward(
+            seqs,
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+        )
+        for s in seqs:
+            s.length += 1
+        self._advance(list(seqs), out.logits[:, -1, :].float())
+
+    def _advance(self, seqs: list[Generating], logits: torch.Tensor) -> None:
+        """Pick each sequence's next token, report it, and retire finished sequences."""
+        plain = [
+            not s.params.penalized and s.params.greedy and s.params.logprobs is None for s in seqs
+        ]
+        argmax = torch.argmax(logits, dim=-1).tolist() if any(plain) else []
+        finished = []
+        for row, seq in enumerate(seqs):
+            if plain[row]:
+                token = int(argmax[row])
+            else:
+                token = choose_token(logits[row], seq.params, seq.counts, seq.generator)
+            entry = None
+            if seq.params.logprobs is not None:
+                logprobs = torch.log_softmax(logits[row], dim=-1)
+                entry = logprob_entry(logprobs, token, seq.params.logprobs, self._texts)
+            if seq.params.penalized:
+                if seq.counts is None:
+                    seq.counts = torch.zeros(logits.shape[-1], device=logits.device)
+                seq.counts[token] += 1
+            seq.generated += 1
+            seq.last = token
+            finish = None
+            if token in self._eos:
+                finish, text = FinishReason.STOP, seq.decoder.flush()
+            else:
+                text = seq.decoder.push(token)
+                if seq.generated >= (seq.params.max_tokens or 1):
+                    finish = FinishReason.LENGTH
+                    text += seq.decoder.flush()
+            if finish is not None:
+                seq.done = True
+                finished.append(seq)
+            seq.emit(TokenStep(token, text, entry, finish))
+        self._drop(finished)
+
+    # -- the batch's KV cache ---------------------------------------------------------------
+
+    def _join(self, seqs: list[Generating], cache: Any, mask: torch.Tensor) -> None:
+        """Add prefilled sequences' cache to the batch (left-padding the shorter side)."""
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask, self._running = cache, mask, list(seqs)
+            return
+        width, length = self._mask.shape[1], mask.shape[1]
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = _concat_left_padded(mine.keys, theirs.keys)
+            mine.values = _concat_left_padded(mine.values, theirs.values)
+        if length < width:
+            mask = torch.cat([mask.new_zeros(mask.shape[0], width - length), mask], dim=1)
+        elif width < length:
+            pad = self._mask.new_zeros(self._mask.shape[0], length - width)
+            self._mask = torch.cat([pad, self._mask], dim=1)
+        self._mask = torch.cat([self._mask, mask], dim=0)
+        self._running.extend(seqs)
+
+    def _drop(self, seqs: Sequence[Generating]) -> None:
+        """Remove sequences from the batch and trim padding columns nobody needs any more."""
+        if not seqs:
+            return
+        gone = {id(s) for s in seqs}
+        keep = [i for i, s in enumerate(self._running) if id(s) not in gone]
+        if len(keep) == len(self._running):
+            return
+        if not keep:
+            self._running, self._cache, self._mask = [], None, None
+            return
+        assert self._mask is not None
+        index = torch.tensor(keep, device=self._device)
+        self._running = [self._running[i] for i in keep]
+        mask = self._mask[index]
+        first = int(torch.nonzero(mask.any(dim=0))[0])
+        self._mask = mask[:, first:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, first:]
+            layer.values = layer.values[index, :, first:]
+
+
+def _concat_left_padded(batch: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
+    """Stack [B, H, T, D] and [N, H, L, D] along the batch, left-padding the shorter in time."""
+    width, length = batch.shape[2], one.shape[2]
+    if length < width:
+        one = torch.nn.functional.pad(one, (0, 0, width - length, 0))
+    elif width < length:
+        batch = torch.nn.functional.pad(batch, (0, 0, length - width, 0))
+    return torch.cat([batch, one], dim=0)

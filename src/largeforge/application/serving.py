@@ -1,0 +1,287 @@
+"""The serving use case: chat and text completions over the loaded engines, by model id.
+
+It owns what every engine shares: picking the engine (and LoRA adapter) for a model id, the
+completion budget and overflow policy, `n` choices, stop strings, echo, and exact usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from largeforge.application.ports import EngineLoad, InferenceEngine
+from largeforge.domain.datasets import Message
+from largeforge.domain.errors import InvalidRequestError, ModelNotServedError
+from largeforge.domain.generation import (
+    ChatRequest,
+    Choice,
+    ChoiceDelta,
+    Completion,
+    FinishReason,
+    OverflowPolicy,
+    SamplingParams,
+    TextRequest,
+    TokenLogprob,
+    Usage,
+    completion_budget,
+)
+from largeforge.domain.stops import StopMatcher
+
+StreamEvent = ChoiceDelta | Usage
+"""What a stream yields: pieces of choices, then (last) the request's usage."""
+
+Hook = Callable[[], None] | None
+"""Called once, when the first generated token arrives (for time-to-first-token metrics)."""
+
+
+@dataclass
+class _Tally:
+    completion_tokens: int = 0
+    finished: dict[int, FinishReason] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    engine: InferenceEngine
+    adapter: str | None
+    prompt_ids: tuple[int, ...]
+    params: SamplingParams
+    n: int
+
+
+class TextGeneration:
+    """Answers chat and completion requests with the served engines, addressed by model id."""
+
+    def __init__(
+        self,
+        engines: Sequence[InferenceEngine],
+        overflow: OverflowPolicy = OverflowPolicy.REJECT,
+    ) -> None:
+        self._engines = tuple(engines)
+        self._overflow = overflow
+        self._routes: dict[str, tuple[InferenceEngine, str | None]] = {}
+        for engine in self._engines:
+            self._routes[engine.model_id] = (engine, None)
+            for adapter in engine.adapters:
+                self._routes[adapter] = (engine, adapter)
+
+    def models(self) -> tuple[str, ...]:
+        """Every model id served: each engine's base model, then its adapters."""
+        return tuple(self._routes)
+
+    def base_of(self, model: str) -> str | None:
+        """The base model id under an adapter id (None for a base model)."""
+        engine, adapter = self._route(model)
+        return engine.model_id if adapter else None
+
+    def load(self) -> EngineLoad:
+        """Waiting and running sequences summed over the engines."""
+        loads = [engine.load() for engine in self._engines]
+        return EngineLoad(sum(x.waiting for x in loads), sum(x.running for x in loads))
+
+    async def chat(self, request: ChatRequest, on_first_token: Hook = None) -> Completion:
+        """The assistant's replies to `request.messages` (`request.n` choices)."""
+        prepared = self._prepare_chat(request)
+        return await _collect(self._stream(prepared, "", on_first_token), prepared)
+
+    def stream_chat(
+        self, request: ChatRequest, on_first_token: Hook = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream the replies; validation errors are raised here, before anything is sent."""
+        return self._stream(self._prepare_chat(request), "", on_first_token)
+
+    async def complete(self, request: TextRequest, on_first_token: Hook = None) -> Completion:
+        """Continue `request.prompt`; with `echo` the prompt is returned too (and its logprobs)."""
+        prepared = self._prepare_text(request)
+        prompt_logprobs: tuple[TokenLogprob, ...] = ()
+        if request.echo and prepared.params.logprobs is not None:
+            engine, adapter = prepared.engine, prepared.adapter
+            prompt_logprobs = tuple(
+                await engine.prompt_logprobs(prepared.prompt_ids, prepared.params.logprobs, adapter)
+            )
+        echo = _prompt_text(request, prepared) if request.echo else ""
+        completion = await _collect(self._stream(prepared, echo, on_first_token), prepared)
+        if not request.echo or prepared.params.logprobs is None:
+            return completion
+        choices = tuple(
+            Choice(c.index, c.text, c.finish_reason, c.logprobs, prompt_logprobs)
+            for c in completion.choices
+        )
+        return Completion(choices, completion.usage)
+
+    def stream_complete(
+        self, request: TextRequest, on_first_token: Hook = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream the continuation (after the prompt, with `echo`)."""
+        prepared = self._prepare_text(request)
+        echo = _prompt_text(request, prepared) if request.echo else ""
+        return self._stream(prepared, echo, on_first_token)
+
+    def close(self) -> None:
+        for engine in self._engines:
+            engine.close()
+
+    # -- preparation ------------------------------------------------------------------------
+
+    def _route(self, model: str) -> tuple[InferenceEngine, str | None]:
+        try:
+            return self._routes[model]
+        except KeyError:
+            raise ModelNotServedError(model, self.models()) from None
+
+    def _prepare_chat(self, request: ChatRequest) -> _Prepared:
+        engine, adapter = self._route(request.model)
+        ids = tuple(engine.render_chat(request.messages))
+        return self._budgeted(engine, adapter, ids, request.params, request.n, "messages")
+
+    def _prepare_text(self, request: TextRequest) -> _Prepared:
+        engine, adapter = self._route(request.model)
+        prompt = request.prompt
+        ids = tuple(engine.tokenize(prompt)) if isinstance(prompt, str) else tuple(prompt)
+        if any(not 0 <= i < engine.vocab_size for i in ids):
+            raise InvalidRequestError(
+                f"prompt token ids must be in [0, {engine.vocab_size})", param="prompt"
+            )
+        return self._budgeted(engine, adapter, ids, request.params, request.n, "prompt")
+
+    def _budgeted(
+        self,
+        engine: InferenceEngine,
+        adapter: str | None,
+        ids: tuple[int, ...],
+        params: SamplingParams,
+        n: int,
+        param: str,
+    ) -> _Prepared:
+        budget = completion_budget(params, len(ids), engine.context_window, self._overflow, param)
+        resolved = SamplingParams(
+            max_tokens=budget,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            stop=params.stop,
+            seed=params.seed,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logprobs=params.logprobs,
+        )
+        return _Prepared(engine, adapter, ids, resolved, n)
+
+    # -- generation -------------------------------------------------------------------------
+
+    async def _stream(
+        self, prepared: _Prepared, echo_text: str, on_first_token: Hook
+    ) -> AsyncGenerator[StreamEvent, None]:
+        tally = _Tally()
+        if echo_text:
+            for index in range(prepared.n):
+                yield ChoiceDelta(index, echo_text)
+        deltas = _choice(prepared, 0, tally) if prepared.n == 1 else _merged(prepared, tally)
+        async with contextlib.aclosing(deltas):
+            async for delta in deltas:
+                if on_first_token is not None:
+                    on_first_token()
+                    on_first_token = None
+                yield delta
+        yield Usage(len(prepared.prompt_ids), tally.completion_tokens)
+
+
+async def _choice(
+    prepared: _Prepared, index: int, tally: _Tally
+) -> AsyncGenerator[ChoiceDelta, None]:
+    """One choice: engine steps through the stop matcher; ends with a `finish_reason` delta."""
+    params = prepared.params.for_choice(index)
+    matcher = StopMatcher(params.stop)
+    finish = FinishReason.LENGTH
+    pending: list[TokenLogprob] = []
+    steps = prepared.engine.generate(prepared.prompt_ids, params, prepared.adapter)
+    async with contextlib.aclosing(steps):  # leaving early frees the engine's slot now
+        async for step in steps:
+            tally.completion_tokens += 1
+            if step.logprob is not None:
+                pending.append(step.logprob)
+            text = matcher.feed(step.text)
+            if matcher.stopped:
+                finish = FinishReason.STOP
+                break
+            if step.finish_reason is not None:
+                finish = step.finish_reason
+                break
+            if text:
+                yield ChoiceDelta(index, text, tuple(pending))
+                pending = []
+    tally.finished[index] = finish
+    yield ChoiceDelta(index, text + matcher.flush(), tuple(pending), finish)
+
+
+async def _merged(prepared: _Prepared, tally: _Tally) -> AsyncGenerator[ChoiceDelta, None]:
+    """The `n` choices generated concurrently (the engine batches them), interleaved."""
+    queue: asyncio.Queue[ChoiceDelta | BaseException | None] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for delta in _choice(prepared, index, tally):
+                await queue.put(delta)
+        except BaseException as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(i)) for i in range(prepared.n)]
+    try:
+        done = 0
+        while done < len(tasks):
+            item = await queue.get()
+            if item is None:
+                done += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _collect(stream: AsyncGenerator[StreamEvent, None], prepared: _Prepared) -> Completion:
+    texts: dict[int, list[str]] = {i: [] for i in range(prepared.n)}
+    logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(prepared.n)}
+    finish: dict[int, FinishReason] = {}
+    usage = Usage(len(prepared.prompt_ids), 0)
+    async for event in stream:
+        if isinstance(event, Usage):
+            usage = event
+            continue
+        texts[event.index].append(event.text)
+        logprobs[event.index].extend(event.logprobs)
+        if event.finish_reason is not None:
+            finish[event.index] = event.finish_reason
+    want_logprobs = prepared.params.logprobs is not None
+    choices = tuple(
+        Choice(
+            index=i,
+            text="".join(texts[i]),
+            finish_reason=finish.get(i, FinishReason.LENGTH),
+            logprobs=tuple(logprobs[i]) if want_logprobs else None,
+        )
+        for i in range(prepared.n)
+    )
+    return Completion(choices, usage)
+
+
+def _prompt_text(request: TextRequest, prepared: _Prepared) -> str:
+    """The prompt as text (token-id prompts are decoded) for `echo`."""
+    if isinstance(request.prompt, str):
+        return request.prompt
+    return prepared.engine.decode(prepared.prompt_ids)
+
+
+async def chat_once(
+    engine: InferenceEngine, messages: Sequence[Message], params: SamplingParams
+) -> Completion:
+    """One chat completion straight from an engine (for use cases that generate data)."""
+    request = ChatRequest(engine.model_id, tuple(messages), params)
+    return await TextGeneration([engine]).chat(request)
