@@ -1,0 +1,190 @@
+"""OpenAI-compatibility cases with the official `openai` client against a real server process.
+
+Parametrized over the engines: `transformers` always; `vllm` where the vllm extra is installed.
+The model is the tiny random Llama, so the cases check the protocol, not the prose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.server import running_server
+
+KEY = "sk-conformance"
+ENGINES = [
+    "transformers",
+    pytest.param(
+        "vllm",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("vllm") is None, reason="the vllm extra is not installed"
+        ),
+    ),
+]
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def server(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    log = tmp_path_factory.mktemp("serve") / f"{request.param}.log"
+    args = ("--model", str(tiny_model_dir), "--served-model-name", "tiny", "--api-key", KEY)
+    args += ("--backend", request.param, "--max-model-len", "256", "--max-num-seqs", "4")
+    with running_server(*args, log=log) as base:
+        yield base, request.param
+
+
+@pytest.fixture
+def client(server: tuple[str, str]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server[0]}/v1", api_key=KEY, max_retries=0)
+
+
+def prompt_tokens(tiny_model_dir: Path, messages: list[dict[str, str]]) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def test_usage_is_exact(client: openai.OpenAI, tiny_model_dir: Path) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=5, temperature=0
+    )
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == prompt_tokens(tiny_model_dir, HELLO)
+    if reply.choices[0].finish_reason == "length":
+        assert reply.usage.completion_tokens == 5
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_stream_equals_non_stream_with_one_finish_and_a_usage_chunk(
+    client: openai.OpenAI,
+) -> None:
+    kwargs: dict[str, Any] = {"model": "tiny", "messages": HELLO, "max_tokens": 20}
+    plain = client.chat.completions.create(**kwargs, temperature=0)
+    chunks = list(
+        client.chat.completions.create(
+            **kwargs, temperature=0, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [f for f in finishes if f] == [plain.choices[0].finish_reason]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens  # type: ignore[union-attr]
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_stream_options_without_stream_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client.chat.completions.create(
+            model="tiny", messages=HELLO, stream_options={"include_usage": True}
+        )
+
+
+def test_n_gives_indexed_choices_and_seeds_reproduce(client: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {"model": "tiny", "messages": HELLO, "max_tokens": 8, "seed": 5}
+    first = client.chat.completions.create(**kwargs, n=3, temperature=1.0)
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    again = client.chat.completions.create(**kwargs, n=3, temperature=1.0)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in first.choices]
+
+
+def test_stop_strings_are_cut(client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=30, temperature=0
+    )
+    text = plain.choices[0].message.content or ""
+    assert len(text) > 4
+    stop = text[2:4]
+    cut = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=30, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].message.content == text[: text.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_logprob_limits_and_the_server_keeps_working(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=3, temperature=0, logprobs=True, top_logprobs=20
+    )
+    content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content
+    assert all(len(t.top_logprobs) == 20 for t in content)
+    assert all(t.logprob <= 0 for t in content)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(model="tiny", messages=HELLO, logprobs=True, top_logprobs=21)
+    assert client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2).choices
+
+
+def test_echo_returns_prompt_logprobs(client: openai.OpenAI) -> None:
+    reply = client.completions.create(
+        model="tiny", prompt="The cat sat on the", max_tokens=1, echo=True, logprobs=1,
+        temperature=0,
+    )  # fmt: skip
+    choice = reply.choices[0]
+    assert choice.text.startswith("The cat sat on the")
+    logprobs = choice.logprobs
+    assert logprobs is not None
+    assert logprobs.token_logprobs is not None
+    assert logprobs.token_logprobs[0] is None
+    assert all(lp is not None and lp <= 0 for lp in logprobs.token_logprobs[1:])
+    assert logprobs.tokens is not None
+    assert len(logprobs.tokens) == reply.usage.prompt_tokens + 1  # type: ignore[union-attr]
+
+
+def test_unknown_model_overflow_and_missing_key(client: openai.OpenAI, server: Any) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    with pytest.raises(openai.BadRequestError, match=r"maximum context length is 256") as info:
+        client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=400)
+    assert re.search(r"\d+ in the prompt", str(info.value))
+    anonymous = openai.OpenAI(base_url=f"{server[0]}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()
+    assert httpx.get(f"{server[0]}/health").status_code == 200
+
+
+def test_clients_that_disconnect_free_the_engine(client: openai.OpenAI, server: Any) -> None:
+    impatient = openai.AsyncOpenAI(
+        base_url=f"{server[0]}/v1", api_key=KEY, max_retries=0, timeout=0.5
+    )
+
+    async def time_out() -> None:
+        with pytest.raises(openai.APITimeoutError):
+            await impatient.chat.completions.create(
+                model="tiny", messages=HELLO, max_tokens=200, temperature=0
+            )
+
+    async def hang_up() -> None:
+        stream = await impatient.chat.completions.create(
+            model="tiny", messages=HELLO, max_tokens=200, temperature=0, stream=True
+        )
+        await anext(aiter(stream))
+        await stream.close()
+
+    async def crowd() -> None:
+        await asyncio.gather(*(time_out() if i % 2 else hang_up() for i in range(8)))
+        await impatient.close()
+
+    asyncio.run(crowd())
+    reply = client.with_options(timeout=20).chat.completions.create(
+        model="tiny", messages=HELLO, max_tokens=4
+    )
+    assert reply.choices
+    metrics = httpx.get(f"{server[0]}/metrics").text
+    running = re.search(r"^largeforge_num_requests_running (\S+)$", metrics, re.M)
+    assert running is not None
+    assert float(running.group(1)) == 0.0
