@@ -166,6 +166,7 @@ class TextGeneration:
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
             logprobs=params.logprobs,
+            ignore_eos=params.ignore_eos,
         )
         return _Prepared(engine, adapter, ids, resolved, n)
 

@@ -40,7 +40,8 @@ class SamplingParams:
 
     `max_tokens=None` lets the engine fill the rest of the context window (see `completion_budget`).
     `logprobs=None` returns no log-probabilities; `k >= 0` returns the chosen token's and the
-    `k` most likely alternatives.
+    `k` most likely alternatives. `ignore_eos` keeps generating past end-of-sequence (for
+    benchmarks, as vLLM's extension of the same name).
     """
 
     max_tokens: int | None = None
@@ -52,6 +53,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be at least 1",

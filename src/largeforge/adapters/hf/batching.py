@@ -251,7 +251,7 @@ class ContinuousBatcher:
             seq.generated += 1
             seq.last = token
             finish = None
-            if token in self._eos:
+            if token in self._eos and not seq.params.ignore_eos:
                 finish, text = FinishReason.STOP, seq.decoder.flush()
             else:
                 text = seq.decoder.push(token)

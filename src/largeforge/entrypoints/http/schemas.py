@@ -82,6 +82,7 @@ class _Sampling(_Body):
     metadata: dict[str, str] | None = None
     store: StrictBool | None = None
     service_tier: str | None = None
+    ignore_eos: StrictBool = False  # vLLM's extension, for benchmarks
 
     @model_validator(mode="after")
     def _consistent(self) -> _Sampling:
@@ -109,6 +110,7 @@ class _Sampling(_Body):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             logprobs=logprobs,
+            ignore_eos=self.ignore_eos,
         )
 
     @property
