@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
-    """Save a 2-layer, hidden-64 Llama with SmolLM2's tokenizer and chat template to `out`."""
+def build_tiny_model(out: Path, seed: int = 0, head_dim: int = 16) -> Path:
+    """Save a 2-layer, hidden-64 Llama with SmolLM2's tokenizer and chat template to `out`.
+
+    vLLM's CPU attention needs `head_dim` 32 or more (a multiple of 16): pass 64 for it.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -20,6 +23,7 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        head_dim=head_dim,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,

