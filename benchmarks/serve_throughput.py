@@ -131,31 +131,30 @@ def read_bandwidth() -> float:
     return data.numel() * 4 / best
 
 
-def overhead(base: str, model: str, model_dir: str, repeats: int = 30) -> tuple[float, float]:
-    """p50 seconds of a 1-token request over HTTP and of the same call on an in-process engine."""
+def overhead(base: str, model: str, model_dir: str, repeats: int = 40) -> tuple[float, float]:
+    """p50 seconds of a 1-token chat request over HTTP and of the same call (render + generate)
+    on an in-process engine, interleaved so that drifts in machine load hit both alike."""
     from largeforge.adapters.hf.inference import TransformersInferenceEngine
     from largeforge.domain import Message, Role, SamplingParams
 
     payload = body(model, QUESTIONS[0], 1)
-    http = []
+    engine = TransformersInferenceEngine(model_dir, model)
+    messages = (Message(Role.USER, QUESTIONS[0]),)
+    params = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
+
+    async def direct_call() -> None:
+        async for _ in engine.generate(engine.render_chat(messages), params):
+            pass
+
+    http, direct = [], []
     with httpx.Client() as client:
         for _ in range(repeats):
             start = time.perf_counter()
             client.post(f"{base}/v1/chat/completions", json=payload).raise_for_status()
             http.append(time.perf_counter() - start)
-    engine = TransformersInferenceEngine(model_dir, model)
-    ids = engine.render_chat((Message(Role.USER, QUESTIONS[0]),))
-    params = SamplingParams(max_tokens=1, temperature=0)
-
-    async def once() -> None:
-        async for _ in engine.generate(ids, params):
-            pass
-
-    direct = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        asyncio.run(once())
-        direct.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            asyncio.run(direct_call())
+            direct.append(time.perf_counter() - start)
     engine.close()
     return statistics.median(http), statistics.median(direct)
 
