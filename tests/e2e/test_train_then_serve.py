@@ -110,3 +110,23 @@ def test_cli_training_then_serving_with_the_openai_client(
         assert no_key.status_code == 401
         assert set(no_key.json()["error"]) == {"message", "type", "param", "code"}
         assert httpx.get(f"{base}/health").status_code == 200
+
+    # The adapter served beside its base model answers as the merged model does.
+    with running_server(
+        "--model",
+        str(tiny_model_dir),
+        "--served-model-name",
+        "tiny",
+        "--lora",
+        f"tuned={run_dir / 'adapter'}",
+        log=tmp_path / "server-lora.log",
+    ) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny", "tuned"]
+        tuned = client.chat.completions.create(
+            model="tuned",
+            messages=messages,
+            max_tokens=8,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        assert tuned.choices[0].message.content == choice.message.content

@@ -102,6 +102,17 @@ def test_serve_with_unknown_model_exits_2(tmp_path: Path) -> None:
     assert "HF_HUB_OFFLINE" in line
 
 
+@pytest.mark.parametrize(
+    ("lora", "message"),
+    [("nameonly", "NAME=PATH"), ("x=/no/such/dir", "no adapter_config.json in /no/such/dir")],
+)
+def test_serve_with_a_bad_lora_spec_exits_2(tmp_path: Path, lora: str, message: str) -> None:
+    result = run_cli("serve", "--lora", lora, cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert message in line
+
+
 def test_doctor_reports_every_dependency(tmp_path: Path) -> None:
     result = run_cli("doctor", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
