@@ -273,6 +273,7 @@ class ContinuousBatcher:
         """Add prefilled sequences' cache to the batch (left-padding the shorter side)."""
         if self._cache is None or self._mask is None:
             self._cache, self._mask, self._running = cache, mask, list(seqs)
+            self._regrow()
             return
         width, length = self._mask.shape[1], mask.shape[1]
         for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
@@ -285,6 +286,7 @@ class ContinuousBatcher:
             self._mask = torch.cat([pad, self._mask], dim=1)
         self._mask = torch.cat([self._mask, mask], dim=0)
         self._running.extend(seqs)
+        self._regrow()
 
     def _drop(self, seqs: Sequence[Generating]) -> None:
         """Remove sequences from the batch and trim padding columns nobody needs any more."""
@@ -306,6 +308,51 @@ class ContinuousBatcher:
         for layer in self._cache.layers:
             layer.keys = layer.keys[index, :, first:]
             layer.values = layer.values[index, :, first:]
+        self._regrow()
+
+    def _regrow(self) -> None:
+        """Move the batch's KV tensors into buffers with room to append (after joins/drops)."""
+        self._cache.layers = [_growing_layer(x.keys, x.values) for x in self._cache.layers]
+
+
+SPARE_POSITIONS = 64
+"""Room left at the end of each KV buffer, so decode steps append without copying."""
+
+
+def _growing_layer(keys: torch.Tensor, values: torch.Tensor) -> Any:
+    """A KV cache layer holding `keys`/`values` in buffers with spare room at the end."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):  # type: ignore[misc]
+        """`keys`/`values` are views of larger buffers: appending a token writes in place
+        instead of concatenating (copying) the whole cache at every decode step."""
+
+        def adopt(self, keys: torch.Tensor, values: torch.Tensor, spare: int) -> None:
+            batch, heads, length, dim = keys.shape
+            self._k = keys.new_empty((batch, heads, length + spare, dim))
+            self._v = values.new_empty((batch, heads, length + spare, values.shape[-1]))
+            self._k[:, :, :length] = keys
+            self._v[:, :, :length] = values
+            self._length = length
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+            self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            end = self._length + key_states.shape[-2]
+            if end > self._k.shape[2]:
+                self.adopt(self.keys, self.values, max(SPARE_POSITIONS, self._length))
+            self._k[:, :, self._length : end] = key_states
+            self._v[:, :, self._length : end] = value_states
+            self._length = end
+            self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+            return self.keys, self.values
+
+    layer = GrowingLayer()
+    layer.adopt(keys, values, SPARE_POSITIONS)
+    return layer
 
 
 def _concat_left_padded(batch: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
