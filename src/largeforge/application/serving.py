@@ -197,6 +197,7 @@ async def _choice(
     matcher = StopMatcher(params.stop)
     finish = FinishReason.LENGTH
     pending: list[TokenLogprob] = []
+    text = ""
     steps = prepared.engine.generate(prepared.prompt_ids, params, prepared.adapter)
     async with contextlib.aclosing(steps):  # leaving early frees the engine's slot now
         async for step in steps:
