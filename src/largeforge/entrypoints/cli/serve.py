@@ -99,7 +99,7 @@ def serve(
     app = create_app(container, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
     # Bind first so the real address (port 0 picks a free one) can be announced.
     try:
-        sock = socket.create_server((settings.host, settings.port))
+        sock = listen(settings.host, settings.port)
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
@@ -126,3 +126,21 @@ def _adapters(specs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--lora {name}: no adapter_config.json in {path}")
         adapters[name] = str(Path(path).resolve())
     return adapters
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket whose connections have Nagle's algorithm off.
+
+    asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP, which
+    `socket.create_server` does not do; without it every response written in two parts (headers,
+    body) waits for the client's delayed ACK: 40 ms per request.
+    """
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
