@@ -101,6 +101,7 @@ class TrainingSettings(_Strict):
     packing: bool = Field(
         False, description="pack short samples into max_length rows (SFT; padding-free)"
     )
+    tensorboard: bool = Field(False, description="also write TensorBoard events to RUN/tensorboard")
     save_steps: int = Field(10, ge=0, description="checkpoint every N steps; 0 disables")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     eval_steps: int = Field(0, ge=0, description="evaluate every N steps; 0: before/after only")
@@ -167,6 +168,7 @@ class RunConfig(_Strict):
             val_size=t.val_size,
             logging_steps=t.logging_steps,
             packing=t.packing,
+            tensorboard=t.tensorboard,
             save_steps=t.save_steps,
             keep_checkpoints=t.keep_checkpoints,
             eval_steps=t.eval_steps,

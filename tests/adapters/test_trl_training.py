@@ -38,6 +38,7 @@ def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         warmup_steps=0,
         logging_steps=2,
         max_length=64,
+        tensorboard=True,
     )
     run_dir = tmp_path_factory.mktemp("run")
     metrics: list[StepMetrics] = []
@@ -71,6 +72,32 @@ def test_training_writes_an_adapter_and_reports_metrics(trained: dict[str, objec
     assert [m.step for m in evals] == [0, 6]
     # A random model learns this pattern quickly at lr 5e-3.
     assert result.eval_loss_after < result.eval_loss_before  # type: ignore[attr-defined]
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of the TensorBoard event files under `log_dir` (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_events_hold_the_loss_curve(trained: dict[str, object]) -> None:
+    scalars = tensorboard_scalars(Path(str(trained["run_dir"])) / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 4, 6]
+    assert "train/learning_rate" in scalars
+    assert all(value > 0 for _, value in scalars["train/loss"])
 
 
 def test_merge_matches_base_plus_adapter(

@@ -42,6 +42,7 @@ class TrainingPlan:
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     train_on: str = "all"
     packing: bool = False  # pack short samples into max_length rows (no cross-attention)
+    tensorboard: bool = False  # also write TensorBoard event files in the run directory
     save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
     eval_steps: int = 0  # evaluate every N steps (0: only before and after training)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping (0: off)

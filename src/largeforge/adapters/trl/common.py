@@ -321,6 +321,19 @@ def with_atomic_checkpoints(trainer_class: type) -> type:
     )
 
 
+def attach_tensorboard(trainer: Any, log_dir: Path) -> None:
+    """Write the Trainer's logs (loss, lr, grad norm, eval loss ...) as TensorBoard events."""
+    from transformers.integrations import TensorBoardCallback
+
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise BackendUnavailableError(
+            "training.tensorboard needs tensorboardX: pip install tensorboardX"
+        ) from None
+    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(logdir=str(log_dir))))
+
+
 def fit(
     trainer: Any,
     tokenizer: Any,
@@ -332,6 +345,8 @@ def fit(
 ) -> TrainingResult:
     """The shared recipe: attach metrics, evaluate, train (or resume), evaluate, save."""
     attach_progress(trainer, on_metrics, plan, device)
+    if plan.tensorboard:
+        attach_tensorboard(trainer, Path(run_dir) / "tensorboard")
     log_ready(trainer, device, plan)
     train_n = len(trainer.train_dataset)
     eval_n = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
