@@ -21,6 +21,8 @@ _DEPENDENCIES = (
     ("dependency_injector", "dependency-injector", "pip install dependency-injector"),
     ("pydantic", "pydantic", "pip install pydantic"),
     ("structlog", "structlog", "pip install structlog"),
+    ("prometheus_client", "prometheus-client", "pip install prometheus-client"),
+    ("tensorboardX", "tensorboardX", "pip install tensorboardX"),
 )
 _OPTIONAL = (
     ("vllm", "vllm", "pip install 'largeforge[vllm]' (vLLM backend)"),
