@@ -43,3 +43,21 @@ def test_importing_the_package_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_generation_example_runs_with_a_swapped_engine() -> None:
+    import asyncio
+
+    from largeforge import Container, ServeSettings, Settings
+    from largeforge.domain import ChatRequest, Message, Role, SamplingParams
+    from tests.fakes import FakeInferenceEngine
+
+    settings = Settings(serve=ServeSettings(model="tiny", served_model_name="fake-model"))
+    container = Container.from_settings(settings)
+    container.model_resolver.override(FakeModelResolver())
+    container.inference_engine.override(FakeInferenceEngine())
+    generation = container.generation()
+    question = (Message(Role.USER, "Name three primary colours."),)
+    request = ChatRequest("fake-model", question, SamplingParams(max_tokens=32, temperature=0))
+    assert asyncio.run(generation.chat(request)).text == "Name three primary colours."
+    generation.close()

