@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from largeforge.adapters.hf.batching import ContinuousBatcher
+from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
 from largeforge.adapters.system.device import detect_device, resolve_dtype
 from largeforge.application.ports import EngineLoad
@@ -20,7 +21,7 @@ from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
 log = structlog.get_logger(__name__)
 
 
-class TransformersInferenceEngine:
+class TransformersInferenceEngine(TokenizerCodec):
     """Loads a model directory with transformers and serves it with continuous batching.
 
     `adapters` maps served model ids to LoRA adapter directories; a batch may mix them (PEFT
@@ -98,20 +99,6 @@ class TransformersInferenceEngine:
     @property
     def eos_token_id(self) -> int:
         return self._eos_ids[0]
-
-    def render_chat(self, messages: Sequence[Message]) -> list[int]:
-        ids = self._tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True
-        )
-        if hasattr(ids, "keys"):  # BatchEncoding in recent transformers
-            ids = ids["input_ids"]
-        return list(ids)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None

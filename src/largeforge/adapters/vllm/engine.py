@@ -17,8 +17,9 @@ from typing import Any
 
 import structlog
 
+from largeforge.adapters.hf.prompts import TokenizerCodec
+from largeforge.adapters.hf.sampling import TokenTexts
 from largeforge.application.ports import EngineLoad
-from largeforge.domain.datasets import Message
 from largeforge.domain.errors import BackendUnavailableError, EngineOverloadedError
 from largeforge.domain.generation import FinishReason, SamplingParams, TokenLogprob, TokenStep
 
@@ -38,7 +39,7 @@ def _cpu_defaults() -> None:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
 
 
-class VllmInferenceEngine:
+class VllmInferenceEngine(TokenizerCodec):
     """Serves one model (and LoRA adapters) with vLLM's asynchronous engine."""
 
     def __init__(
@@ -62,6 +63,7 @@ class VllmInferenceEngine:
 
         self._model_id = model_id
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self._texts = TokenTexts(self._tokenizer)
         self._vocab_size = int(AutoConfig.from_pretrained(model_dir).vocab_size)
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"
@@ -109,20 +111,6 @@ class VllmInferenceEngine:
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
-
-    def render_chat(self, messages: Sequence[Message]) -> list[int]:
-        ids = self._tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True
-        )
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
 
     def load(self) -> EngineLoad:
         running = min(self._inflight, self._max_num_seqs)
@@ -182,14 +170,11 @@ class VllmInferenceEngine:
             {"prompt_token_ids": ids}, scoring, uuid.uuid4().hex, lora_request=lora
         ):
             final = output
-        entries = [TokenLogprob(self._token_text(ids[0]), None, (), ids[0])] if ids else []
+        entries = [TokenLogprob(self._texts(ids[0]), None, (), ids[0])] if ids else []
         scored = (final.prompt_logprobs if final is not None else None) or []
         for token, options in zip(ids[1:], scored[1:], strict=False):
             entries.append(_entry(options or {}, token, top))
         return entries
-
-    def _token_text(self, token: int) -> str:
-        return str(self._tokenizer.decode([token]))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
