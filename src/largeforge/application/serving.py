@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from largeforge.application.ports import EngineLoad, InferenceEngine
 from largeforge.domain.datasets import Message
@@ -156,18 +156,7 @@ class TextGeneration:
         param: str,
     ) -> _Prepared:
         budget = completion_budget(params, len(ids), engine.context_window, self._overflow, param)
-        resolved = SamplingParams(
-            max_tokens=budget,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            stop=params.stop,
-            seed=params.seed,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            logprobs=params.logprobs,
-            ignore_eos=params.ignore_eos,
-        )
+        resolved = replace(params, max_tokens=budget)
         return _Prepared(engine, adapter, ids, resolved, n)
 
     # -- generation -------------------------------------------------------------------------
