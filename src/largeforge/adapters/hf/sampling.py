@@ -82,18 +82,21 @@ class IncrementalDecoder:
 
     def push(self, token_id: int) -> str:
         self._ids.append(token_id)
-        decode = self._tokenizer.decode
-        before = decode(self._ids[self._prefix : self._read], skip_special_tokens=True)
-        after = decode(self._ids[self._prefix :], skip_special_tokens=True)
+        before, after = self._window()
         if len(after) > len(before) and not after.endswith("\ufffd"):
             self._prefix, self._read = self._read, len(self._ids)
-            return str(after[len(before) :])
+            return after[len(before) :]
         return ""
 
     def flush(self) -> str:
         """Text still held back (an incomplete character at the very end)."""
+        before, after = self._window()
+        self._prefix = self._read = len(self._ids)
+        return after[len(before) :]
+
+    def _window(self) -> tuple[str, str]:
+        """The text of the ids already emitted in the window, and of the whole window."""
         decode = self._tokenizer.decode
         before = decode(self._ids[self._prefix : self._read], skip_special_tokens=True)
         after = decode(self._ids[self._prefix :], skip_special_tokens=True)
-        self._prefix = self._read = len(self._ids)
-        return str(after[len(before) :])
+        return str(before), str(after)

@@ -35,6 +35,7 @@ from largeforge.entrypoints.http.responses import (
     DONE,
     ChunkWriter,
     chat_completion,
+    combined_usage,
     new_id,
     sse,
     text_completion,
@@ -174,11 +175,7 @@ async def completions(request: Request[Any, Any, Any], state: State) -> Response
         request,
         asyncio.gather(*(service.complete(r, on_first_token=timer.first_token) for r in requests)),
     )
-    total = Usage(
-        sum(r.usage.prompt_tokens for r in results),
-        sum(r.usage.completion_tokens for r in results),
-    )
-    timer.finished(total)
+    timer.finished(combined_usage(results))
     return Response(text_completion(new_id("cmpl"), body.model, results))
 
 

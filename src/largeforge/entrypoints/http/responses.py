@@ -77,16 +77,21 @@ def chat_completion(
     }
 
 
+def combined_usage(completions: Sequence[Completion]) -> Usage:
+    """The usage of a request made of several prompts: their sums."""
+    return Usage(
+        sum(c.usage.prompt_tokens for c in completions),
+        sum(c.usage.completion_tokens for c in completions),
+    )
+
+
 def text_completion(
     request_id: str, model: str, completions: Sequence[Completion]
 ) -> dict[str, Any]:
     """One response for every prompt: choice index = prompt index * n + choice index."""
     choices = []
-    prompt = completion = 0
     for number, result in enumerate(completions):
         n = len(result.choices)
-        prompt += result.usage.prompt_tokens
-        completion += result.usage.completion_tokens
         for c in result.choices:
             logprobs = None
             if c.logprobs is not None:
@@ -105,7 +110,7 @@ def text_completion(
         "created": int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": usage_json(Usage(prompt, completion)),
+        "usage": usage_json(combined_usage(completions)),
     }
 
 

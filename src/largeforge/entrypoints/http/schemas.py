@@ -24,6 +24,12 @@ from largeforge.domain.generation import (
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,13 +93,13 @@ class _Sampling(_Body):
     @model_validator(mode="after")
     def _consistent(self) -> _Sampling:
         if self.stream_options is not None and not self.stream:
-            raise _field_error("stream_options", "stream_options is only allowed with stream=true")
+            raise _FieldError("stream_options", "stream_options is only allowed with stream=true")
         if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise _field_error("stop", "at most 4 stop sequences")
+            raise _FieldError("stop", "at most 4 stop sequences")
         if self.stop == "" or (isinstance(self.stop, list) and "" in self.stop):
-            raise _field_error("stop", "stop sequences must not be empty")
+            raise _FieldError("stop", "stop sequences must not be empty")
         if self.logit_bias:
-            raise _field_error("logit_bias", "logit_bias is not supported")
+            raise _FieldError("logit_bias", "logit_bias is not supported")
         return self
 
     def stops(self) -> tuple[str, ...]:
@@ -135,11 +141,11 @@ class ChatCompletionBody(_Sampling):
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionBody:
         if self.top_logprobs is not None and not self.logprobs:
-            raise _field_error("top_logprobs", "top_logprobs requires logprobs=true")
+            raise _FieldError("top_logprobs", "top_logprobs requires logprobs=true")
         if self.tools:
-            raise _field_error("tools", "tool calling is not supported by this server")
+            raise _FieldError("tools", "tool calling is not supported by this server")
         if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise _field_error("response_format", "only response_format type 'text' is supported")
+            raise _FieldError("response_format", "only response_format type 'text' is supported")
         return self
 
     def to_domain(self) -> ChatRequest:
@@ -165,11 +171,11 @@ class CompletionBody(_Sampling):
     @model_validator(mode="after")
     def _supported(self) -> CompletionBody:
         if self.best_of not in (None, self.n):
-            raise _field_error("best_of", "best_of other than n is not supported")
+            raise _FieldError("best_of", "best_of other than n is not supported")
         if self.suffix:
-            raise _field_error("suffix", "suffix is not supported")
+            raise _FieldError("suffix", "suffix is not supported")
         if isinstance(self.prompt, list) and not self.prompt:
-            raise _field_error("prompt", "prompt must not be an empty list")
+            raise _FieldError("prompt", "prompt must not be an empty list")
         return self
 
     def prompts(self) -> list[str | tuple[int, ...]]:
@@ -183,16 +189,6 @@ class CompletionBody(_Sampling):
     def to_domain(self) -> list[TextRequest]:
         params = self.params(self.max_tokens, self.logprobs)
         return [TextRequest(self.model, p, params, self.n, self.echo) for p in self.prompts()]
-
-
-class _FieldError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def _field_error(field: str, message: str) -> _FieldError:
-    return _FieldError(field, message)
 
 
 def parse_body(model: type[_Body], data: Any) -> Any:
