@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,20 @@ from largeforge.domain import LoraSpec, StepMetrics, TrainingPlan
 from largeforge.domain.datasets import EncodedExample
 from largeforge.domain.formats import DatasetSpec
 from tests.conftest import make_example
+
+
+def tiny_plan(**fields: Any) -> TrainingPlan:
+    """A short LoRA (r=4) plan for the tiny model; `fields` override the defaults."""
+    defaults: dict[str, Any] = {
+        "model": "tiny",
+        "datasets": (DatasetSpec("mem"),),
+        "lora": LoraSpec(rank=4, alpha=8),
+        "batch_size": 4,
+        "learning_rate": 5e-3,
+        "warmup_steps": 0,
+        "max_length": 64,
+    }
+    return TrainingPlan(**(defaults | fields))
 
 
 def test_columns_carry_labels_only_where_trained() -> None:
@@ -28,18 +43,7 @@ def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         encoder.encode(make_example(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}."))
         for i in range(24)
     ]
-    plan = TrainingPlan(
-        model="tiny",
-        datasets=(DatasetSpec("mem"),),
-        lora=LoraSpec(rank=4, alpha=8),
-        max_steps=6,
-        batch_size=4,
-        learning_rate=5e-3,
-        warmup_steps=0,
-        logging_steps=2,
-        max_length=64,
-        tensorboard=True,
-    )
+    plan = tiny_plan(max_steps=6, logging_steps=2, tensorboard=True)
     run_dir = tmp_path_factory.mktemp("run")
     metrics: list[StepMetrics] = []
     result = TrlSftTrainer(device="cpu").train(
@@ -127,16 +131,8 @@ def test_full_fine_tuning_writes_a_whole_model(tiny_model_dir: Path, tmp_path: P
 
     encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
     examples = [encoder.encode(make_example(f"Say {i}", f"{i} {i} {i}.")) for i in range(12)]
-    plan = TrainingPlan(
-        model="tiny",
-        datasets=(DatasetSpec("mem"),),
-        adapter="full",
-        max_steps=4,
-        batch_size=4,
-        learning_rate=1e-3,
-        warmup_steps=0,
-        logging_steps=1,
-        max_length=64,
+    plan = tiny_plan(
+        adapter="full", lora=LoraSpec(), max_steps=4, learning_rate=1e-3, logging_steps=1
     )
     result = TrlSftTrainer(device="cpu").train(
         replace(plan),
@@ -166,18 +162,7 @@ def test_dpo_with_lora_increases_the_reward_margin(tiny_model_dir: Path, tmp_pat
         )
         for i in range(16)
     ]
-    plan = TrainingPlan(
-        model="tiny",
-        datasets=(DatasetSpec("mem"),),
-        method="dpo",
-        lora=LoraSpec(rank=4, alpha=8),
-        max_steps=6,
-        batch_size=4,
-        learning_rate=5e-3,
-        warmup_steps=0,
-        logging_steps=2,
-        max_length=64,
-    )
+    plan = tiny_plan(method="dpo", max_steps=6, logging_steps=2)
     metrics: list[StepMetrics] = []
     result = TrlDpoTrainer(device="cpu").train(
         plan, str(tiny_model_dir), pairs[:12], pairs[12:], str(tmp_path), metrics.append
@@ -200,15 +185,11 @@ def test_gradient_accumulation_is_loss_correct(tiny_model_dir: Path, tmp_path: P
     ]
     logged = {}
     for batch, accumulation in ((4, 1), (1, 4)):
-        plan = TrainingPlan(
-            model="tiny",
-            datasets=(DatasetSpec("mem"),),
-            lora=LoraSpec(rank=4, alpha=8),
+        plan = tiny_plan(
             max_steps=1,
             batch_size=batch,
             gradient_accumulation_steps=accumulation,
             learning_rate=1e-3,
-            warmup_steps=0,
             logging_steps=1,
             max_length=128,
             save_steps=0,
@@ -265,19 +246,8 @@ def test_periodic_evaluation_and_early_stopping_arguments(tmp_path: Path) -> Non
 def test_evaluation_every_n_steps_is_recorded(tiny_model_dir: Path, tmp_path: Path) -> None:
     encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
     examples = [encoder.encode(make_example(f"Say {i}", f"{i} and {i}.")) for i in range(12)]
-    plan = TrainingPlan(
-        model="tiny",
-        datasets=(DatasetSpec("mem"),),
-        lora=LoraSpec(rank=4, alpha=8),
-        max_steps=4,
-        batch_size=4,
-        learning_rate=5e-3,
-        warmup_steps=0,
-        logging_steps=1,
-        max_length=64,
-        eval_steps=2,
-        save_steps=2,
-        early_stopping_patience=3,
+    plan = tiny_plan(
+        max_steps=4, logging_steps=1, eval_steps=2, save_steps=2, early_stopping_patience=3
     )
     metrics: list[StepMetrics] = []
     TrlSftTrainer(device="cpu").train(
@@ -310,18 +280,8 @@ def test_packed_training_runs_and_learns(tiny_model_dir: Path, tmp_path: Path) -
 
     encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
     examples = [encoder.encode(make_example(f"Hi {i}", f"{i} {i}.")) for i in range(40)]
-    plan = TrainingPlan(
-        model="tiny",
-        datasets=(DatasetSpec("mem"),),
-        lora=LoraSpec(rank=4, alpha=8),
-        max_steps=4,
-        batch_size=2,
-        learning_rate=5e-3,
-        warmup_steps=0,
-        logging_steps=1,
-        max_length=256,
-        packing=True,
-        save_steps=0,
+    plan = tiny_plan(
+        max_steps=4, batch_size=2, logging_steps=1, max_length=256, packing=True, save_steps=0
     )
     metrics: list[StepMetrics] = []
     result = TrlSftTrainer(device="cpu").train(
