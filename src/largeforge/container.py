@@ -19,8 +19,21 @@ from largeforge.application.data import PrepareDataset
 from largeforge.application.ports import InferenceEngine, ModelResolver, RunStore
 from largeforge.application.serving import TextGeneration
 from largeforge.application.training import RunTraining
+from largeforge.application.classifiers import (
+    HybridClassifier,
+    HybridMode,
+    KeywordClassifier,
+    NeuralClassifier,
+    QueryClassifier,
+)
+from largeforge.application.experts import ClientFactory, ExpertManager
+from largeforge.application.ports import EmbeddingModel, ExpertClient
+from largeforge.application.router import RouterService
 from largeforge.config import Settings
 from largeforge.domain.generation import OverflowPolicy
+from largeforge.domain.load_balancing import strategy_named
+from largeforge.domain.routing import ReplicaSpec, RoutingPolicy
+from largeforge.routing_config import RouterSettings
 
 
 def _trl_sft_trainer(device: str) -> Any:
@@ -156,3 +169,89 @@ class Container(containers.DeclarativeContainer):
         data["serve"]["model_id"] = settings.serve.model_id
         container.config.from_dict(data)
         return container
+
+
+def _embedding_model(classifier: str, model_dir: str | None) -> EmbeddingModel | None:
+    if classifier == "keyword":
+        return None
+    from largeforge.adapters.embeddings.transformers import TransformersEmbeddingModel
+
+    return TransformersEmbeddingModel(model_dir)
+
+
+def _classifier(
+    kind: str, mode: str, policy: RoutingPolicy, embeddings: EmbeddingModel | None
+) -> QueryClassifier:
+    keyword = KeywordClassifier(policy)
+    if kind == "keyword":
+        return keyword
+    if embeddings is None:
+        raise ValueError(f"the {kind} classifier needs an embedding model")
+    neural = NeuralClassifier(policy, embeddings)
+    if kind == "neural":
+        return neural
+    return HybridClassifier(keyword, neural, policy, HybridMode(mode))
+
+
+def _client_factory(
+    connect_timeout_s: float, request_timeout_s: float, local: ClientFactory | None
+) -> ClientFactory:
+    from largeforge.adapters.http.expert_client import HttpExpertClient
+
+    def make(spec: ReplicaSpec) -> ExpertClient:
+        if spec.url is not None:
+            return HttpExpertClient(
+                spec.url,
+                api_key=spec.api_key,
+                connect_timeout_s=connect_timeout_s,
+                request_timeout_s=request_timeout_s,
+            )
+        if local is None:
+            raise ValueError(f"replica {spec.name}: local replicas need a local client factory")
+        return local(spec)
+
+    return make
+
+
+class RouterContainer(containers.DeclarativeContainer):
+    """The expert router, wired from `RouterSettings`. Tests override `embedding_model` and
+    `client_factory`; `local_clients` serves `local:` replicas (set by the entrypoint)."""
+
+    settings = providers.Dependency(instance_of=RouterSettings)
+    local_clients = providers.Object(None)
+
+    policy = providers.Singleton(lambda s: s.policy(), settings)
+    breaker_policy = providers.Singleton(lambda s: s.breaker_policy(), settings)
+    embedding_model = providers.Singleton(
+        _embedding_model,
+        classifier=providers.Callable(lambda s: s.classifier, settings),
+        model_dir=providers.Callable(lambda s: s.embedding_model, settings),
+    )
+    classifier = providers.Singleton(
+        _classifier,
+        kind=providers.Callable(lambda s: s.classifier, settings),
+        mode=providers.Callable(lambda s: s.hybrid_mode, settings),
+        policy=policy,
+        embeddings=embedding_model,
+    )
+    client_factory = providers.Singleton(
+        _client_factory,
+        connect_timeout_s=providers.Callable(lambda s: s.connect_timeout_s, settings),
+        request_timeout_s=providers.Callable(lambda s: s.request_timeout_s, settings),
+        local=local_clients,
+    )
+    manager = providers.Singleton(
+        ExpertManager,
+        policy=policy,
+        client_factory=client_factory,
+        breaker_policy=breaker_policy,
+    )
+    strategy = providers.Singleton(lambda s: strategy_named(s.strategy), settings)
+    router = providers.Singleton(
+        RouterService,
+        name=providers.Callable(lambda s: s.name, settings),
+        classifier=classifier,
+        manager=manager,
+        strategy=strategy,
+        max_wait_s=providers.Callable(lambda s: s.max_wait_s, settings),
+    )

@@ -195,3 +195,45 @@ class EncoderFactory(Protocol):
     """Builds the `ExampleEncoder` of a model directory (loads only its tokenizer)."""
 
     def for_model(self, model_dir: str, train_on: str = "all") -> ExampleEncoder: ...
+
+
+@runtime_checkable
+class Embeddings(Protocol):
+    """Unit-length sentence embeddings, kept in the adapter's own array type."""
+
+    def __len__(self) -> int: ...
+
+    def cosine(self, other: Embeddings) -> list[list[float]]:
+        """Cosine similarity of every row of `self` (rows) with every row of `other` (columns)."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    """Turns texts into sentence embeddings."""
+
+    name: str
+
+    def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+@runtime_checkable
+class ExpertClient(Protocol):
+    """Talks to one replica of an expert over the OpenAI API (remote URL or in-process app).
+
+    Failures raise `ReplicaError` with the replica's status (None when it never answered).
+    """
+
+    async def models(self) -> list[str]:
+        """The model ids the replica serves (also its health check)."""
+        ...
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a JSON body (e.g. to `/chat/completions`) and return the JSON answer."""
+        ...
+
+    def stream(self, path: str, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """POST with `stream: true`; yield each SSE chunk's JSON until `[DONE]`."""
+        ...
+
+    async def aclose(self) -> None: ...

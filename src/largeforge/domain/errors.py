@@ -59,3 +59,37 @@ class EngineOverloadedError(LargeForgeError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReplicaError(LargeForgeError):
+    """A replica of an expert failed: `status` is its HTTP status, None when it never answered.
+
+    `body` is its OpenAI error body when it sent one; `retry_after` its Retry-After in seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: dict[str, object] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+    @property
+    def is_client_error(self) -> bool:
+        """The request itself was refused (4xx other than 408/429): no other replica would help."""
+        status = self.status
+        return status is not None and 400 <= status < 500 and status not in {408, 429}
+
+
+class NoReplicaAvailableError(LargeForgeError):
+    """Every replica that could answer is open, draining or down; retry after `retry_after` s."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

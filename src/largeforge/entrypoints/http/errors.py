@@ -14,6 +14,7 @@ from largeforge.domain.errors import (
     InvalidRequestError,
     LargeForgeError,
     ModelNotServedError,
+    NoReplicaAvailableError,
 )
 from largeforge.entrypoints.http.schemas import error_body
 
@@ -68,6 +69,9 @@ def describe(exc: BaseException) -> Described:
     if isinstance(exc, EngineOverloadedError):
         body = error_body(str(exc), "rate_limit_error", None, "queue_full")
         return 429, body, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, NoReplicaAvailableError):
+        body = error_body(str(exc), "service_unavailable", None, "no_replica_available")
+        return 503, body, {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, LargeForgeError):
         return 500, error_body(str(exc), "server_error"), {}
     return 500, error_body(f"internal server error ({type(exc).__name__})", "server_error"), {}

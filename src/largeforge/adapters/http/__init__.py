@@ -1,0 +1,1 @@
+"""Remote experts over the OpenAI HTTP API."""

@@ -1,0 +1,311 @@
+"""The router's Litestar app: the OpenAI API in front of the experts, plus `/router/*`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request, Response, Router, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.response import Stream
+
+from largeforge.application.router import Chunks, Routed, RouterService
+from largeforge.domain.errors import (
+    ConfigError,
+    InvalidRequestError,
+    NoReplicaAvailableError,
+    ReplicaError,
+)
+from largeforge.domain.routing import ReplicaSpec, RouteDecision
+from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guard
+from largeforge.entrypoints.http.errors import EXCEPTION_HANDLERS, describe
+from largeforge.entrypoints.http.responses import DONE, sse
+from largeforge.entrypoints.http.router_metrics import RouterMetrics
+from largeforge.entrypoints.http.schemas import error_body
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Routing:
+    service: RouterService
+    metrics: RouterMetrics
+    admin_enabled: bool
+
+
+def _routing(state: State) -> Routing:
+    routing: Routing = state.routing
+    return routing
+
+
+@get("/health", sync_to_thread=False)
+def health(state: State) -> Response[dict[str, Any]]:
+    """200 while some replica of the default expert is healthy, else 503."""
+    service = _routing(state).service
+    default = service.manager.policy.default_expert
+    healthy = {
+        e: sum(h.state.healthy for h in service.manager.replicas(e))
+        for e in service.manager.experts
+    }
+    ok = healthy[default] > 0
+    body = {"status": "ok" if ok else "degraded", "healthy_replicas": healthy}
+    return Response(body, status_code=200 if ok else 503)
+
+
+@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
+def metrics(state: State) -> bytes:
+    return _routing(state).metrics.render()
+
+
+@get("/models", sync_to_thread=False)
+def list_models(state: State) -> dict[str, Any]:
+    """The router's name, then each expert (which may be asked for directly)."""
+    service = _routing(state).service
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "largeforge-router"}
+        for name in service.models()
+    ]
+    return {"object": "list", "data": data}
+
+
+@post("/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Routes by the last user message (or the whole conversation, per the config)."""
+    body = await _body(request)
+    decision = _routing(state).service.decide(body["model"], _messages(body))
+    return await _forward(request, state, "/chat/completions", body, decision)
+
+
+@post("/completions", status_code=200)
+async def completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Routes by the prompt (a single string; lists and token ids go to the default route)."""
+    body = await _body(request)
+    prompt = body.get("prompt")
+    text = prompt if isinstance(prompt, str) else ""
+    decision = _routing(state).service.decide(body["model"], [("user", text)])
+    return await _forward(request, state, "/completions", body, decision)
+
+
+@get("/experts", sync_to_thread=False)
+def experts(state: State) -> dict[str, Any]:
+    """Experts, replicas, breaker states, outstanding requests and latency."""
+    service = _routing(state).service
+    return {
+        "router": service.name,
+        "classifier": service.classifier.name,
+        "strategy": service.strategy.name,
+        "default_expert": service.manager.policy.default_expert,
+        "experts": service.manager.describe(),
+    }
+
+
+@post("/experts/{expert:str}/replicas", status_code=201)
+async def add_replica(expert: str, request: Request[Any, Any, Any], state: State) -> Any:
+    """Admin: add a replica (`{"url": ..., "name"?, "model"?, "weight"?, "api_key"?}`)."""
+    routing = _admin(state)
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("expected a JSON object describing the replica")
+    manager = routing.service.manager
+    index = len(manager.replicas(expert)) + 1
+    try:
+        spec = ReplicaSpec(
+            name=str(body.get("name") or f"{expert}-{index}"),
+            url=body.get("url"),
+            local=None,
+            model=body.get("model"),
+            weight=float(body.get("weight", 1.0)),
+            api_key=body.get("api_key"),
+        )
+        handle = manager.add_replica(expert, spec)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise InvalidRequestError(str(exc)) from None
+    return handle.describe()
+
+
+@delete("/experts/{expert:str}/replicas/{name:str}", status_code=200)
+async def remove_replica(expert: str, name: str, state: State) -> dict[str, Any]:
+    """Admin: drain a replica, wait for its requests in flight, then remove it."""
+    manager = _admin(state).service.manager
+    _find(manager, expert, name)
+    await manager.remove_replica(expert, name)
+    return {"removed": name, "expert": expert}
+
+
+@post("/experts/{expert:str}/replicas/{name:str}/drain", status_code=200)
+async def drain_replica(expert: str, name: str, state: State) -> dict[str, Any]:
+    """Admin: stop sending new requests to a replica."""
+    manager = _admin(state).service.manager
+    _find(manager, expert, name)
+    return manager.drain(expert, name).describe()
+
+
+@post("/experts/{expert:str}/replicas/{name:str}/resume", status_code=200)
+async def resume_replica(expert: str, name: str, state: State) -> dict[str, Any]:
+    """Admin: send requests to a drained replica again."""
+    manager = _admin(state).service.manager
+    _find(manager, expert, name)
+    return manager.drain(expert, name, draining=False).describe()
+
+
+def _find(manager: Any, expert: str, name: str) -> None:
+    try:
+        manager.find(expert, name)
+    except ConfigError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+
+
+def _admin(state: State) -> Routing:
+    routing = _routing(state)
+    if not routing.admin_enabled:
+        raise PermissionDeniedException(
+            detail="the admin API is off: set admin_keys in the router config"
+        )
+    return routing
+
+
+async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    if not isinstance(body.get("model"), str):
+        raise InvalidRequestError("'model' is required and must be a string", param="model")
+    if "stream_options" in body and not body.get("stream"):
+        raise InvalidRequestError(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
+    return body
+
+
+def _messages(body: dict[str, Any]) -> list[tuple[str, str]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("'messages' must be a non-empty list", param="messages")
+    result = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequestError(
+                "each message needs a 'role' and 'content'", param=f"messages.{i}"
+            )
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(
+                p.get("text", "") for p in content if isinstance(p, dict) and p.get("text")
+            )
+        result.append((message["role"], content if isinstance(content, str) else ""))
+    return result
+
+
+def _headers(routed: Routed) -> dict[str, str]:
+    decision = routed.decision
+    scores = ";".join(f"{name}={score:.4f}" for name, score in decision.ranked())
+    return {
+        "x-largeforge-expert": routed.expert,
+        "x-largeforge-replica": routed.replica,
+        "x-largeforge-route-stage": decision.stage.value,
+        "x-largeforge-route-scores": scores,
+        "x-largeforge-attempts": str(routed.attempts),
+    }
+
+
+async def _forward(
+    request: Request[Any, Any, Any],
+    state: State,
+    path: str,
+    body: dict[str, Any],
+    decision: RouteDecision,
+) -> Response[Any]:
+    routing = _routing(state)
+    routing.metrics.decided(decision)
+    timer = routing.metrics.timer(decision.expert)
+    try:
+        if body.get("stream"):
+            routed, chunks = await routing.service.stream(path, body, decision)
+            timer.routed(routed)
+            return Stream(
+                _sse(chunks, timer),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", **_headers(routed)},
+            )
+        routed, payload = await _until_disconnect(
+            request, routing.service.post(path, body, decision)
+        )
+    except ReplicaError as exc:  # the expert refused the request itself: pass it on
+        timer.failed()
+        if exc.body is not None and exc.status is not None:
+            return Response(exc.body, status_code=exc.status)
+        raise
+    except NoReplicaAvailableError:
+        timer.failed()
+        raise
+    timer.routed(routed)
+    timer.done()
+    return Response(payload, headers=_headers(routed))
+
+
+async def _sse(chunks: Chunks, timer: Any) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield sse(chunk)
+        timer.done()
+    except Exception as exc:
+        timer.failed()
+        status, payload, _headers = describe(exc)
+        if isinstance(exc, ReplicaError):
+            payload = error_body(
+                f"the expert failed mid-stream: {exc}", "server_error", None, "expert_failed"
+            )
+        log.error("routed_stream_failed", status=status, error=str(exc))
+        yield sse(payload)
+    finally:
+        await chunks.aclose()
+    yield DONE
+
+
+def create_router_app(
+    service: RouterService,
+    *,
+    api_keys: Sequence[str] = (),
+    admin_keys: Sequence[str] = (),
+    health_interval_s: float = 5.0,
+    max_body_bytes: int = 4 * 1024 * 1024,
+) -> Litestar:
+    """The router app: checks replica health once before serving, then every interval."""
+    routing = Routing(service, RouterMetrics(service), admin_enabled=bool(admin_keys))
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await service.manager.check_health()
+        task = asyncio.create_task(service.manager.run_health_checks(health_interval_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            await service.manager.aclose()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[list_models, chat_completions, completions],
+        guards=[api_key_guard(api_keys)],
+    )
+    admin = Router(
+        path="/router",
+        route_handlers=[add_replica, remove_replica, drain_replica, resume_replica],
+        guards=[api_key_guard(admin_keys)],
+    )
+    view = Router(path="/router", route_handlers=[experts], guards=[api_key_guard(api_keys)])
+    return Litestar(
+        route_handlers=[health, metrics, v1, view, admin],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        state=State({"routing": routing}),
+        request_max_body_size=max_body_bytes,
+        debug=False,
+    )
