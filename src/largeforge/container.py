@@ -15,10 +15,6 @@ from largeforge.adapters.data.sources import FileRowSource
 from largeforge.adapters.models.resolver import HfModelResolver
 from largeforge.adapters.storage.runs import FilesystemRunStore, ReadOnlyRunStore, SkipMerger
 from largeforge.adapters.system.clock import SystemClock
-from largeforge.application.data import PrepareDataset
-from largeforge.application.ports import InferenceEngine, ModelResolver, RunStore
-from largeforge.application.serving import TextGeneration
-from largeforge.application.training import RunTraining
 from largeforge.application.classifiers import (
     HybridClassifier,
     HybridMode,
@@ -26,9 +22,18 @@ from largeforge.application.classifiers import (
     NeuralClassifier,
     QueryClassifier,
 )
+from largeforge.application.data import PrepareDataset
 from largeforge.application.experts import ClientFactory, ExpertManager
-from largeforge.application.ports import EmbeddingModel, ExpertClient
+from largeforge.application.ports import (
+    EmbeddingModel,
+    ExpertClient,
+    InferenceEngine,
+    ModelResolver,
+    RunStore,
+)
 from largeforge.application.router import RouterService
+from largeforge.application.serving import TextGeneration
+from largeforge.application.training import RunTraining
 from largeforge.config import Settings
 from largeforge.domain.generation import OverflowPolicy
 from largeforge.domain.load_balancing import strategy_named
@@ -218,7 +223,7 @@ class RouterContainer(containers.DeclarativeContainer):
     `client_factory`; `local_clients` serves `local:` replicas (set by the entrypoint)."""
 
     settings = providers.Dependency(instance_of=RouterSettings)
-    local_clients = providers.Object(None)
+    local_clients: providers.Object[ClientFactory | None] = providers.Object(None)
 
     policy = providers.Singleton(lambda s: s.policy(), settings)
     breaker_policy = providers.Singleton(lambda s: s.breaker_policy(), settings)

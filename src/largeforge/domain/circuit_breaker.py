@@ -243,7 +243,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._outcomes.append(False)
         if self._state is BreakerState.HALF_OPEN:
-            self._outcomes.clear()
+            pass
             self._probes = 0
             self._backoff = self._policy.base_backoff_s
             self._move(BreakerState.CLOSED)
@@ -255,7 +255,7 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN:  # a late outcome of a request admitted earlier
             self._reopen_at = max(self._reopen_at, now + retry_after)
         elif self._state is BreakerState.HALF_OPEN:
-            self._backoff = self._backoff * policy.multiplier
+            self._backoff = min(self._backoff * policy.multiplier, policy.max_backoff_s)
             self._open(now, retry_after)
         elif self._consecutive >= policy.failure_threshold or (
             len(self._outcomes) >= policy.min_calls

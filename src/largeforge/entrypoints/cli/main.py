@@ -66,6 +66,28 @@ generate_app.command(
 )
 data_app.command(generate_app)
 app.command(data_app)
+route_app = App(name="route", help="Route queries to expert models: serve, explain, evaluate.")
+route_app.command(
+    "largeforge.entrypoints.cli.route:serve",
+    name="serve",
+    help="Serve the router: one OpenAI-compatible endpoint in front of the experts.",
+)
+route_app.command(
+    "largeforge.entrypoints.cli.route:explain",
+    name="explain",
+    help="Show every expert's scores for a query and the route taken.",
+)
+route_app.command(
+    "largeforge.entrypoints.cli.route:evaluate",
+    name="eval",
+    help="Accuracy, precision/recall and confusion matrix on a labelled JSONL file.",
+)
+route_app.command(
+    "largeforge.entrypoints.cli.route:calibrate",
+    name="calibrate",
+    help="Per-expert embedding thresholds that maximise accuracy on a labelled file.",
+)
+app.command(route_app)
 app.command(
     "largeforge.entrypoints.cli.doctor:doctor",
     name="doctor",

@@ -1,0 +1,257 @@
+"""RouterService over fake replicas: routing, failover, breakers, waiting, streams, draining."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from largeforge.application.classifiers import KeywordClassifier
+from largeforge.application.experts import ExpertManager
+from largeforge.application.router import RouterService
+from largeforge.domain.circuit_breaker import BreakerPolicy, BreakerState
+from largeforge.domain.errors import (
+    ConfigError,
+    ModelNotServedError,
+    NoReplicaAvailableError,
+    ReplicaError,
+)
+from largeforge.domain.load_balancing import RoundRobin
+from largeforge.domain.routing import Expert, ReplicaSpec, RouteStage, RoutingPolicy
+from tests.router_fakes import FakeReplicas
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def expert(name: str, keywords: dict[str, float], replicas: int) -> Expert:
+    specs = tuple(
+        ReplicaSpec(f"{name}-{i}", url=f"http://{name}{i}/v1") for i in range(1, 1 + replicas)
+    )
+    return Expert(name, keywords=keywords, replicas=specs)
+
+
+def build(
+    max_wait_s: float = 0.0, clock: Clock | None = None
+) -> tuple[RouterService, FakeReplicas]:
+    policy = RoutingPolicy(
+        (expert("code", {"python": 1.0}, 2), expert("math", {"integral": 1.0}, 2),
+         expert("general", {}, 1)),
+        "general",
+    )  # fmt: skip
+    replicas = FakeReplicas()
+    manager = ExpertManager(
+        policy,
+        replicas,
+        BreakerPolicy(failure_threshold=2, base_backoff_s=10),
+        clock=clock or Clock(),
+    )
+    service = RouterService(
+        "auto", KeywordClassifier(policy), manager, RoundRobin(), max_wait_s=max_wait_s,
+        clock=clock or Clock(),
+    )  # fmt: skip
+    return service, replicas
+
+
+def chat(text: str) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}]}
+
+
+def ask(service: RouterService, text: str, model: str = "auto") -> tuple[Any, dict[str, Any]]:
+    decision = service.decide(model, [("user", text)])
+    return asyncio.run(service.post("/chat/completions", chat(text), decision))
+
+
+def content(payload: dict[str, Any]) -> str:
+    return str(payload["choices"][0]["message"]["content"])
+
+
+def test_routes_by_topic_and_balances_across_the_experts_replicas() -> None:
+    service, replicas = build()
+    answered = [ask(service, "python question")[0].replica for _ in range(4)]
+    assert answered == ["code-1", "code-2", "code-1", "code-2"]
+    routed, payload = ask(service, "an integral")
+    assert routed.expert == "math" and payload["model"] == "math"
+    sent = replicas.clients[routed.replica].received[-1][1]
+    assert sent["model"] == f"{routed.replica}-model"  # the replica's own model id
+
+
+def test_explicit_expert_and_unknown_model() -> None:
+    service, _ = build()
+    decision = service.decide("math", [("user", "python")])
+    assert (decision.expert, decision.stage) == ("math", RouteStage.EXPLICIT)
+    with pytest.raises(ModelNotServedError):
+        service.decide("gpt-4", [("user", "hi")])
+    assert service.models() == ("auto", "code", "math", "general")
+
+
+def test_a_failing_replica_is_skipped_and_its_breaker_opens() -> None:
+    service, replicas = build()
+    replicas.script("code-1").down = True
+    for _ in range(4):
+        routed, payload = ask(service, "python")
+        assert content(payload) == "answer from code-2"
+    handle = service.manager.find("code", "code-1")
+    assert handle.state.breaker.state is BreakerState.OPEN
+    assert handle.failures == 2  # opened after two failures, then never tried again
+
+
+def test_all_replicas_down_falls_back_to_the_default_expert() -> None:
+    service, replicas = build()
+    replicas.script("code-1").status = 503
+    replicas.script("code-2").down = True
+    routed, payload = ask(service, "python")
+    assert routed.expert == "general" and routed.fallback and routed.attempts == 3
+    assert content(payload) == "answer from general-1"
+
+
+def test_client_errors_are_returned_without_retry_or_tripping_the_breaker() -> None:
+    service, replicas = build()
+    for name in ("code-1", "code-2"):
+        replicas.script(name).status = 400
+    for _ in range(5):
+        with pytest.raises(ReplicaError) as info:
+            ask(service, "python")
+        assert info.value.status == 400
+    assert sum(len(replicas.clients[n].received) for n in ("code-1", "code-2")) == 5
+    for name in ("code-1", "code-2"):
+        assert service.manager.find("code", name).state.breaker.state is BreakerState.CLOSED
+
+
+def test_nothing_available_is_503_with_retry_after() -> None:
+    clock = Clock()
+    service, replicas = build(clock=clock)
+    for name in ("code-1", "code-2", "general-1"):
+        replicas.script(name).down = True
+    with pytest.raises(NoReplicaAvailableError):
+        ask(service, "python")  # tries all three, fails
+    ask_again = pytest.raises(NoReplicaAvailableError)
+    with ask_again as info:
+        ask(service, "python")
+    assert 1 <= info.value.retry_after <= 10  # breakers reopen within their 10 s back-off
+
+
+def test_waits_for_a_breaker_to_half_open_then_probes() -> None:
+    """Every breaker is open: the router waits (bounded) for the first to half-open."""
+    service2, _replicas = build_real_clock(max_wait_s=2.0)
+    for expert_name, name in (("code", "code-1"), ("code", "code-2"), ("general", "general-1")):
+        breaker = service2.manager.find(expert_name, name).state.breaker
+        breaker.record_failure(None, retry_after=0.3)
+        breaker.record_failure(None, retry_after=0.3)
+        assert breaker.state is BreakerState.OPEN
+    routed, payload = ask(service2, "python")
+    assert routed.expert == "code"
+    breaker = service2.manager.find("code", routed.replica).state.breaker
+    assert breaker.state is BreakerState.CLOSED  # the probe succeeded
+
+
+def build_real_clock(max_wait_s: float) -> tuple[RouterService, FakeReplicas]:
+    import time
+
+    policy = RoutingPolicy(
+        (expert("code", {"python": 1.0}, 2), expert("general", {}, 1)), "general"
+    )
+    replicas = FakeReplicas()
+    manager = ExpertManager(
+        policy, replicas, BreakerPolicy(failure_threshold=2, base_backoff_s=0.3)
+    )
+    service = RouterService(
+        "auto", KeywordClassifier(policy), manager, RoundRobin(), max_wait_s=max_wait_s,
+        clock=time.monotonic,
+    )  # fmt: skip
+    return service, replicas
+
+
+def collect(
+    service: RouterService, text: str
+) -> tuple[Any, list[dict[str, Any]], Exception | None]:
+    async def run() -> tuple[Any, list[dict[str, Any]], Exception | None]:
+        decision = service.decide("auto", [("user", text)])
+        routed, chunks = await service.stream(
+            "/chat/completions", chat(text) | {"stream": True}, decision
+        )
+        got: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                got.append(chunk)
+        except ReplicaError as exc:
+            return routed, got, exc
+        return routed, got, None
+
+    return asyncio.run(run())
+
+
+def test_stream_fails_over_before_the_first_chunk_only() -> None:
+    service, replicas = build()
+    replicas.script("code-1").down = True
+    routed, chunks, error = collect(service, "python")
+    assert routed.replica == "code-2" and error is None
+    assert [c["model"] for c in chunks] == ["code"] * 3
+    replicas.script("code-1").down = False
+    replicas.script("code-2").fail_after_chunks = 1
+    replicas.script("code-1").fail_after_chunks = 1
+    routed, chunks, error = collect(service, "python")
+    assert len(chunks) == 1 and error is not None  # tokens were sent: no silent retry
+    handle = service.manager.find("code", routed.replica)
+    assert handle.failures >= 1 and handle.state.outstanding == 0
+
+
+def test_outstanding_returns_to_zero_when_a_request_is_cancelled() -> None:
+    service, replicas = build()
+    replicas.script("code-1").delay_s = 5
+
+    async def run() -> None:
+        decision = service.decide("auto", [("user", "python")])
+        task = asyncio.create_task(service.post("/chat/completions", chat("python"), decision))
+        await asyncio.sleep(0.05)
+        assert service.manager.find("code", "code-1").state.outstanding == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    handle = service.manager.find("code", "code-1")
+    assert handle.state.outstanding == 0
+    assert handle.state.breaker.state is BreakerState.CLOSED and handle.failures == 0
+
+
+def test_drained_replicas_get_no_new_requests_and_can_be_removed() -> None:
+    service, replicas = build()
+    service.manager.drain("code", "code-1")
+    assert {ask(service, "python")[0].replica for _ in range(3)} == {"code-2"}
+    asyncio.run(service.manager.remove_replica("code", "code-1"))
+    assert [h.name for h in service.manager.replicas("code")] == ["code-2"]
+    assert replicas.clients["code-1"].closed
+    with pytest.raises(ConfigError, match="no replica"):
+        service.manager.find("code", "code-1")
+    service.manager.add_replica("code", ReplicaSpec("code-9", url="http://x/v1"))
+    with pytest.raises(ConfigError, match="already has"):
+        service.manager.add_replica("code", ReplicaSpec("code-9", url="http://x/v1"))
+
+
+def test_health_checks_exclude_down_replicas_and_close_half_open_breakers() -> None:
+    clock = Clock()
+    service, replicas = build(clock=clock)
+    manager = service.manager
+    replicas.script("code-1").down = True
+    asyncio.run(manager.check_health())
+    assert not manager.find("code", "code-1").state.healthy
+    assert {ask(service, "python")[0].replica for _ in range(3)} == {"code-2"}
+    breaker = manager.find("code", "code-1").state.breaker
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 11  # past the back-off
+    assert breaker.state is BreakerState.HALF_OPEN
+    replicas.script("code-1").down = False
+    asyncio.run(manager.check_health())  # the check is the probe
+    assert breaker.state is BreakerState.CLOSED
+    assert manager.find("code", "code-1").state.healthy
+    states = [s for _t, s in manager.find("code", "code-1").transitions]
+    assert states == ["open", "half_open", "closed"]
