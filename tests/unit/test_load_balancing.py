@@ -73,9 +73,7 @@ def test_eligibility() -> None:
     assert not Replica("a", healthy=False).eligible()
     assert not Replica("a", breaker=breaker_in(BreakerState.OPEN)).eligible()
     assert Replica("a", breaker=breaker_in(BreakerState.HALF_OPEN)).eligible()
-    assert not Replica(
-        "a", breaker=breaker_in(BreakerState.HALF_OPEN, probe_taken=True)
-    ).eligible()
+    assert not Replica("a", breaker=breaker_in(BreakerState.HALF_OPEN, probe_taken=True)).eligible()
 
 
 @pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf")])
@@ -116,9 +114,7 @@ def test_round_robin_covers_a_changed_set_in_one_turn(
 
 @FAST
 @given(weights=st.lists(st.integers(1, 6), min_size=1, max_size=5), rounds=st.integers(1, 3))
-def test_weighted_round_robin_gives_exact_shares_smoothly(
-    weights: list[int], rounds: int
-) -> None:
+def test_weighted_round_robin_gives_exact_shares_smoothly(weights: list[int], rounds: int) -> None:
     pool = [Replica(f"r{i}", weight=w) for i, w in enumerate(weights)]
     strategy, total = WeightedRoundRobin(), sum(weights)
     picks = [int(strategy.pick(pool).name[1:]) for _ in range(total * (rounds + 1))]
@@ -277,7 +273,9 @@ def test_choose_replica_only_admits_eligible_replicas(
         return
     assert chosen is not None
     assert chosen in admissible
-    assert not chosen.draining and chosen.healthy and chosen.name not in excluded
+    assert not chosen.draining
+    assert chosen.healthy
+    assert chosen.name not in excluded
     assert states_before[chosen.name] is not BreakerState.OPEN
     if states_before[chosen.name] is BreakerState.HALF_OPEN:
         assert not chosen.breaker.available()  # its only probe slot was taken

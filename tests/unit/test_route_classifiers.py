@@ -74,7 +74,8 @@ def test_neural_scores_by_the_best_matching_example() -> None:
     assert (decision.expert, decision.stage) == ("code", RouteStage.EMBEDDING)
     assert decision.scores["code"] > decision.scores["math"]
     unrelated = neural.classify("zzz qqq")
-    assert unrelated.expert == "general" and unrelated.stage is RouteStage.DEFAULT
+    assert unrelated.expert == "general"
+    assert unrelated.stage is RouteStage.DEFAULT
 
 
 def test_per_expert_thresholds_and_weights_apply() -> None:

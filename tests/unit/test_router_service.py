@@ -77,7 +77,8 @@ def test_routes_by_topic_and_balances_across_the_experts_replicas() -> None:
     answered = [ask(service, "python question")[0].replica for _ in range(4)]
     assert answered == ["code-1", "code-2", "code-1", "code-2"]
     routed, payload = ask(service, "an integral")
-    assert routed.expert == "math" and payload["model"] == "math"
+    assert routed.expert == "math"
+    assert payload["model"] == "math"
     sent = replicas.clients[routed.replica].received[-1][1]
     assert sent["model"] == f"{routed.replica}-model"  # the replica's own model id
 
@@ -95,7 +96,7 @@ def test_a_failing_replica_is_skipped_and_its_breaker_opens() -> None:
     service, replicas = build()
     replicas.script("code-1").down = True
     for _ in range(4):
-        routed, payload = ask(service, "python")
+        _routed, payload = ask(service, "python")
         assert content(payload) == "answer from code-2"
     handle = service.manager.find("code", "code-1")
     assert handle.state.breaker.state is BreakerState.OPEN
@@ -107,7 +108,9 @@ def test_all_replicas_down_falls_back_to_the_default_expert() -> None:
     replicas.script("code-1").status = 503
     replicas.script("code-2").down = True
     routed, payload = ask(service, "python")
-    assert routed.expert == "general" and routed.fallback and routed.attempts == 3
+    assert routed.expert == "general"
+    assert routed.fallback
+    assert routed.attempts == 3
     assert content(payload) == "answer from general-1"
 
 
@@ -145,7 +148,7 @@ def test_waits_for_a_breaker_to_half_open_then_probes() -> None:
         breaker.record_failure(None, retry_after=0.3)
         breaker.record_failure(None, retry_after=0.3)
         assert breaker.state is BreakerState.OPEN
-    routed, payload = ask(service2, "python")
+    routed, _payload = ask(service2, "python")
     assert routed.expert == "code"
     breaker = service2.manager.find("code", routed.replica).state.breaker
     assert breaker.state is BreakerState.CLOSED  # the probe succeeded
@@ -191,15 +194,18 @@ def test_stream_fails_over_before_the_first_chunk_only() -> None:
     service, replicas = build()
     replicas.script("code-1").down = True
     routed, chunks, error = collect(service, "python")
-    assert routed.replica == "code-2" and error is None
+    assert routed.replica == "code-2"
+    assert error is None
     assert [c["model"] for c in chunks] == ["code"] * 3
     replicas.script("code-1").down = False
     replicas.script("code-2").fail_after_chunks = 1
     replicas.script("code-1").fail_after_chunks = 1
     routed, chunks, error = collect(service, "python")
-    assert len(chunks) == 1 and error is not None  # tokens were sent: no silent retry
+    assert len(chunks) == 1
+    assert error is not None
     handle = service.manager.find("code", routed.replica)
-    assert handle.failures >= 1 and handle.state.outstanding == 0
+    assert handle.failures >= 1
+    assert handle.state.outstanding == 0
 
 
 def test_outstanding_returns_to_zero_when_a_request_is_cancelled() -> None:
@@ -218,7 +224,8 @@ def test_outstanding_returns_to_zero_when_a_request_is_cancelled() -> None:
     asyncio.run(run())
     handle = service.manager.find("code", "code-1")
     assert handle.state.outstanding == 0
-    assert handle.state.breaker.state is BreakerState.CLOSED and handle.failures == 0
+    assert handle.state.breaker.state is BreakerState.CLOSED
+    assert handle.failures == 0
 
 
 def test_drained_replicas_get_no_new_requests_and_can_be_removed() -> None:
