@@ -160,10 +160,10 @@ class ExpertManager:
         await asyncio.gather(*(self._check(h) for h in handles))
 
     async def run_health_checks(self, interval_s: float) -> None:
-        """Check health every `interval_s` until cancelled."""
+        """Check health every `interval_s` until cancelled (the first check after one interval)."""
         while True:
-            await self.check_health()
             await asyncio.sleep(interval_s)
+            await self.check_health()
 
     def describe(self) -> list[dict[str, Any]]:
         """Every expert with its replicas' state (for `GET /router/experts`)."""
