@@ -30,35 +30,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def running_server(*args: str, log: Path, timeout: float = 240) -> Iterator[str]:
-    """Yield the base URL once `/health` answers 200; stop the server afterwards."""
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            largeforge("serve", "--port", str(port), *args),
+def spawn(command: str, *args: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start `largeforge COMMAND --port PORT ARGS...`, its output appended to `log`."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            largeforge(*command.split(), "--port", str(port), *args),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=cli_env(),
         )
-        base = f"http://127.0.0.1:{port}"
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], base: str, log: Path, timeout: float = 240
+) -> None:
+    """Return once `base/health` answers 200; fail with the log if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {log.read_text()}")
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(f"server exited {process.returncode}: {log.read_text()}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready in {timeout}s: {log.read_text()}")
-                time.sleep(0.5)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server not ready in {timeout}s: {log.read_text()}")
+        time.sleep(0.3)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def running_server(*args: str, log: Path, timeout: float = 240) -> Iterator[str]:
+    """Yield the base URL once `/health` answers 200; stop the server afterwards."""
+    port = free_port()
+    process = spawn("serve", *args, port=port, log=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(process, base, log, timeout)
+        yield base
+    finally:
+        stop(process)

@@ -71,6 +71,7 @@ class ReplicaHandle:
             "requests": self.requests,
             "failures": self.failures,
             "last_error": self.last_error,
+            "transitions": [state for _at, state in self.transitions],
         }
 
 

@@ -243,7 +243,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._outcomes.append(False)
         if self._state is BreakerState.HALF_OPEN:
-            pass
+            self._outcomes.clear()
             self._probes = 0
             self._backoff = self._policy.base_backoff_s
             self._move(BreakerState.CLOSED)

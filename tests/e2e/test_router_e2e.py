@@ -1,0 +1,166 @@
+"""The router end to end: two experts with two replicas each (real `largeforge serve` processes
+with tiny models), the router process in front, and the official `openai` client."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.e2e.server import free_port, spawn, stop, wait_ready
+
+pytestmark = pytest.mark.slow
+EXPERTS = ("code", "math")
+
+
+@dataclass
+class Cluster:
+    router: str
+    replicas: dict[str, tuple[int, subprocess.Popen[bytes]]]
+    model_dir: Path
+    logs: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_replica(self, name: str, port: int) -> subprocess.Popen[bytes]:
+        log = self.logs / f"{name}.log"
+        args = ("--model", str(self.model_dir), "--served-model-name", f"{name}-model")
+        process = spawn("serve", *args, "--max-num-seqs", "4", port=port, log=log)
+        self.replicas[name] = (port, process)
+        self.processes.append(process)
+        return process
+
+    def experts(self) -> dict[str, dict[str, Any]]:
+        view = httpx.get(f"{self.router}/router/experts", timeout=5).json()
+        return {r["name"]: r for e in view["experts"] for r in e["replicas"]}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from tests.support import build_tiny_model
+
+    root = tmp_path_factory.mktemp("router")
+    cluster = Cluster("", {}, build_tiny_model(root / "tiny"), root)
+    for expert in EXPERTS:
+        for i in (1, 2):
+            cluster.start_replica(f"{expert}-{i}", free_port())
+    config = {
+        "name": "auto",
+        "default_expert": "math",
+        "classifier": "hybrid",
+        "strategy": "least_outstanding",
+        "health_interval_s": 0.3,
+        "max_wait_s": 5,
+        "breaker": {"failure_threshold": 2, "base_backoff_s": 1.0, "max_backoff_s": 2.0},
+        "experts": [
+            {
+                "name": "code",
+                "keywords": {"python": 1.0, "bug": 1.0, "compiler": 1.0},
+                "examples": ["why does my program crash", "fix this function"],
+                "replicas": [{"name": "code-1", "url": "http://127.0.0.1:{code-1}/v1"},
+                             {"name": "code-2", "url": "http://127.0.0.1:{code-2}/v1"}],
+            },
+            {
+                "name": "math",
+                "keywords": {"integral": 1.0, "equation": 1.0},
+                "examples": ["what are the odds of rolling two sixes", "solve for x"],
+                "replicas": [{"name": "math-1", "url": "http://127.0.0.1:{math-1}/v1"},
+                             {"name": "math-2", "url": "http://127.0.0.1:{math-2}/v1"}],
+            },
+        ],
+    }  # fmt: skip
+    text = yaml.safe_dump(config)
+    for name, (port, _process) in cluster.replicas.items():
+        text = text.replace("{" + name + "}", str(port))
+    (root / "router.yaml").write_text(text)
+    try:
+        for name, (port, process) in cluster.replicas.items():
+            wait_ready(process, f"http://127.0.0.1:{port}", root / f"{name}.log")
+        router_port = free_port()
+        router = spawn("route serve", str(root / "router.yaml"), port=router_port,
+                       log=root / "router.log")  # fmt: skip
+        cluster.processes.append(router)
+        cluster.router = f"http://127.0.0.1:{router_port}"
+        wait_ready(router, cluster.router, root / "router.log")
+        yield cluster
+    finally:
+        for process in cluster.processes:
+            stop(process)
+
+
+def ask(client: openai.OpenAI, text: str) -> tuple[str, str]:
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": text}], max_tokens=12
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content is not None
+    return raw.headers["x-largeforge-expert"], reply.model
+
+
+def test_answers_come_from_the_expert_of_the_topic(cluster: Cluster) -> None:
+    client = openai.OpenAI(base_url=f"{cluster.router}/v1", api_key="none", max_retries=0)
+    assert ask(client, "my python script has a bug") == ("code", "code")
+    assert ask(client, "compute the integral of x squared") == ("math", "math")
+    assert ask(client, "what are the odds of rolling two sixes") == ("math", "math")
+    models = [m.id for m in client.models.list().data]
+    assert models == ["auto", "code", "math"]
+    stream = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "python bug"}], max_tokens=8,
+        stream=True,
+    )  # fmt: skip
+    chunks = list(stream)
+    assert chunks
+    assert {c.model for c in chunks} == {"code"}
+
+
+def test_killing_a_replica_mid_load_fails_no_request_and_its_breaker_recovers(
+    cluster: Cluster,
+) -> None:
+    client = openai.OpenAI(base_url=f"{cluster.router}/v1", api_key="none", max_retries=0)
+    done = threading.Event()
+    finished: list[int] = []
+
+    def one(i: int) -> tuple[str, str]:
+        result = ask(client, f"python bug number {i}")
+        finished.append(i)
+        if len(finished) == 8:
+            done.set()
+        return result
+
+    port, victim = cluster.replicas["code-1"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(one, i) for i in range(48)]
+        assert done.wait(120)
+        victim.send_signal(signal.SIGKILL)  # mid-load: requests are in flight on it
+        results = [f.result() for f in futures]  # raises if any client request failed
+    assert results == [("code", "code")] * 48
+
+    seen: list[str] = []
+    replica = cluster.experts()["code-1"]
+    seen.append(replica["breaker"])
+    assert replica["failures"] >= 1
+    assert "open" in replica["transitions"]
+    cluster.start_replica("code-1", port)  # the replica comes back on the same address
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = cluster.experts()["code-1"]["breaker"]
+        if state != seen[-1]:
+            seen.append(state)
+        if state == "closed":
+            break
+        time.sleep(0.05)
+    transitions = cluster.experts()["code-1"]["transitions"]
+    assert seen[-1] == "closed", seen
+    assert transitions[-3:] == ["open", "half_open", "closed"], transitions
+    assert "half_open" in seen, seen  # observed through /router/experts, not only in history
+    assert ask(client, "python bug again") == ("code", "code")
