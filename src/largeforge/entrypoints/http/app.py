@@ -343,5 +343,6 @@ def create_app(
         middleware=[request_metrics],
         state=State({"serving": serving}),
         request_max_body_size=max_body_bytes,
+        logging_config=None,  # structlog (entrypoints/logs.py) logs; Litestar's default spams INFO
         debug=False,
     )

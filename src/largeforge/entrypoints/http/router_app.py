@@ -307,5 +307,6 @@ def create_router_app(
         lifespan=[lifespan],
         state=State({"routing": routing}),
         request_max_body_size=max_body_bytes,
+        logging_config=None,  # structlog (entrypoints/logs.py) logs; Litestar's default spams INFO
         debug=False,
     )
