@@ -1,63 +1,74 @@
-"""A `local:` replica: the OpenAI app of `largeforge serve`, run in-process behind the router."""
+"""A `local:` replica: the OpenAI app of `largeforge serve`, run inside the router's process
+and event loop on a private loopback port, reached through the same HTTP client as remote ones
+(so streaming, errors and health checks behave exactly alike)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import AsyncExitStack
 from typing import Any
-
-import httpx
 
 from largeforge.adapters.http.expert_client import HttpExpertClient
 from largeforge.config import ServeSettings, Settings
+from largeforge.domain.errors import ReplicaError
 from largeforge.domain.routing import ReplicaSpec
 
 
 class LocalExpertClient:
-    """Serves `spec.local` (a model reference) in this process through the same HTTP app as
-    `largeforge serve`, called over an in-memory ASGI transport. The model loads in the
-    background on first use; until then the replica fails its health checks."""
+    """Serves `spec.local` (a model reference) in this process. The server starts on first use
+    and loads the model in the background; until it is loaded the replica fails its health
+    checks (503), so the router sends its traffic elsewhere."""
 
     def __init__(self, spec: ReplicaSpec) -> None:
-        from largeforge.container import Container
-        from largeforge.entrypoints.http.app import create_app
-
-        assert spec.local is not None
-        settings = Settings(serve=ServeSettings(model=spec.local, served_model_name=spec.name))
-        self._app = create_app(Container.from_settings(settings))
-        self._http = HttpExpertClient(
-            "http://local/v1",
-            transport=httpx.ASGITransport(app=self._app),  # type: ignore[arg-type]
-        )
-        self._stack = AsyncExitStack()
-        self._started = False
+        self._spec = spec
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._client: HttpExpertClient | None = None
         self._lock = asyncio.Lock()
 
-    async def _start(self) -> None:
+    async def _started(self) -> HttpExpertClient:
         async with self._lock:
-            if not self._started:
-                await self._stack.enter_async_context(self._app.lifespan())
-                self._started = True
+            if self._client is None:
+                self._client = await self._start()
+            return self._client
+
+    async def _start(self) -> HttpExpertClient:
+        import uvicorn
+
+        from largeforge.container import Container
+        from largeforge.entrypoints.cli.serve import listen
+        from largeforge.entrypoints.http.app import create_app
+
+        assert self._spec.local is not None
+        serve = ServeSettings(model=self._spec.local, served_model_name=self._spec.name)
+        app = create_app(Container.from_settings(Settings(serve=serve)))
+        sock = listen("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        return HttpExpertClient(f"http://127.0.0.1:{port}/v1")
 
     async def models(self) -> list[str]:
-        await self._start()
-        return await self._http.models()
+        client = await self._started()
+        if self._task is not None and self._task.done():
+            raise ReplicaError(f"local replica {self._spec.name} stopped")
+        return await client.models()
 
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        await self._start()
-        return await self._http.post(path, body)
+        return await (await self._started()).post(path, body)
 
     async def stream(
         self, path: str, body: Mapping[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        await self._start()
-        async for chunk in self._http.stream(path, body):
+        async for chunk in (await self._started()).stream(path, body):
             yield chunk
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._stack.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await asyncio.wait([self._task], timeout=10)
 
 
 def local_client(spec: ReplicaSpec) -> LocalExpertClient:

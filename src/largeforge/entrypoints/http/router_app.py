@@ -22,7 +22,7 @@ from largeforge.domain.errors import (
     ReplicaError,
 )
 from largeforge.domain.routing import ReplicaSpec, RouteDecision
-from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guard
+from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guards
 from largeforge.entrypoints.http.errors import EXCEPTION_HANDLERS, describe
 from largeforge.entrypoints.http.responses import DONE, sse
 from largeforge.entrypoints.http.router_metrics import RouterMetrics
@@ -293,14 +293,14 @@ def create_router_app(
     v1 = Router(
         path="/v1",
         route_handlers=[list_models, chat_completions, completions],
-        guards=[api_key_guard(api_keys)],
+        guards=api_key_guards(api_keys),
     )
     admin = Router(
         path="/router",
         route_handlers=[add_replica, remove_replica, drain_replica, resume_replica],
-        guards=[api_key_guard(admin_keys)],
+        guards=api_key_guards(admin_keys),
     )
-    view = Router(path="/router", route_handlers=[experts], guards=[api_key_guard(api_keys)])
+    view = Router(path="/router", route_handlers=[experts], guards=api_key_guards(api_keys))
     return Litestar(
         route_handlers=[health, metrics, v1, view, admin],
         exception_handlers=EXCEPTION_HANDLERS,
