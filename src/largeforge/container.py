@@ -7,6 +7,7 @@ Build it from `Settings` (`Container.from_settings`), then ask it for use cases:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -28,15 +29,20 @@ from largeforge.application.ports import (
     EmbeddingModel,
     ExpertClient,
     InferenceEngine,
+    ModelInspector,
     ModelResolver,
+    PerplexityEvaluator,
+    Quantizer,
     RunStore,
 )
+from largeforge.application.quantization import QuantizeModel
 from largeforge.application.router import RouterService
 from largeforge.application.serving import TextGeneration
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
 from largeforge.domain.generation import OverflowPolicy
 from largeforge.domain.load_balancing import strategy_named
+from largeforge.domain.quantization import QuantizationMethod
 from largeforge.domain.routing import ReplicaSpec, RoutingPolicy
 from largeforge.routing_config import RouterSettings
 
@@ -112,8 +118,49 @@ def _inference_engine(
     )
 
 
+def _quantizers(device: str) -> dict[QuantizationMethod, Callable[[], Quantizer]]:
+    def llm_compressor() -> Quantizer:
+        from largeforge.adapters.quantization.llm_compressor import LlmCompressorQuantizer
+
+        return LlmCompressorQuantizer(device=device)
+
+    return {QuantizationMethod.AWQ: llm_compressor, QuantizationMethod.GPTQ: llm_compressor}
+
+
+def _model_inspector() -> ModelInspector:
+    from largeforge.adapters.quantization.inspect import HfModelInspector
+
+    return HfModelInspector()
+
+
+def _perplexity_evaluator(device: str) -> PerplexityEvaluator:
+    from largeforge.adapters.hf.perplexity import TransformersPerplexityEvaluator
+
+    return TransformersPerplexityEvaluator(device=device)
+
+
+def _held_out_text() -> list[str]:
+    from importlib import resources
+
+    text = (resources.files("largeforge.resources.text") / "heldout_en.txt").read_text("utf-8")
+    return [p.strip() for p in text.split("\n\n") if p.strip()]
+
+
 def _engines(engine: InferenceEngine) -> list[InferenceEngine]:
     return [engine]
+
+
+def _device_for_quantization() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:  # pragma: no cover - torch is a dependency
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+_quant_device = providers.Callable(_device_for_quantization)
 
 
 class Container(containers.DeclarativeContainer):
@@ -163,6 +210,20 @@ class Container(containers.DeclarativeContainer):
         TextGeneration,
         engines=engines,
         overflow=providers.Factory(OverflowPolicy, config.serve.on_overflow),
+    )
+
+    quantizers = providers.Singleton(_quantizers, device=_quant_device)
+    model_inspector = providers.Singleton(_model_inspector)
+    perplexity_evaluator = providers.Singleton(_perplexity_evaluator, device=_quant_device)
+    quantize_model = providers.Factory(
+        QuantizeModel,
+        resolver=model_resolver,
+        quantizers=quantizers,
+        inspector=model_inspector,
+        evaluator=perplexity_evaluator,
+        prepare=prepare_dataset,
+        encoders=encoder_factory,
+        held_out=providers.Object(_held_out_text),
     )
 
     @classmethod

@@ -15,6 +15,7 @@ from largeforge.domain.datasets import (
     TextExample,
 )
 from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
+from largeforge.domain.quantization import QuantizationMethod, QuantizationSpec
 from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingResult, TrainingRun
 
 MetricsCallback = Callable[[StepMetrics], None]
@@ -237,3 +238,50 @@ class ExpertClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Quantizer(Protocol):
+    """Quantizes a model directory's linear layers with calibration data (one engine)."""
+
+    engine: str  # e.g. "llm-compressor 0.14.0.1"
+
+    def check(self, method: QuantizationMethod) -> None:
+        """Raise `BackendUnavailableError` (with the install command) when it cannot run."""
+        ...
+
+    def quantize(
+        self,
+        model_dir: str,
+        spec: QuantizationSpec,
+        calibration: Sequence[Sequence[int]],
+        output_dir: str,
+    ) -> list[str]:
+        """Write the quantized model and tokenizer to `output_dir`; return notes for the report."""
+        ...
+
+
+@runtime_checkable
+class ModelInspector(Protocol):
+    """Reads a model's shape from its config, without loading its weights."""
+
+    def architecture(self, model_dir: str) -> str: ...
+
+    def linear_widths(self, model_dir: str, ignore: Sequence[str]) -> dict[str, int]:
+        """Input width of every linear layer except those matching `ignore`."""
+        ...
+
+    def weights_bytes(self, model_dir: str) -> int:
+        """Bytes of the model's weight files on disk."""
+        ...
+
+
+@runtime_checkable
+class PerplexityEvaluator(Protocol):
+    """Perplexity of a (possibly quantized) model directory on texts."""
+
+    def perplexity(
+        self, model_dir: str, texts: Sequence[str], max_length: int
+    ) -> tuple[float, int]:
+        """(perplexity, number of scored tokens)."""
+        ...

@@ -66,6 +66,11 @@ generate_app.command(
 )
 data_app.command(generate_app)
 app.command(data_app)
+app.command(
+    "largeforge.entrypoints.cli.quantize:quantize",
+    name="quantize",
+    help="Quantize a model with AWQ or GPTQ; report size and perplexity before and after.",
+)
 route_app = App(name="route", help="Route queries to expert models: serve, explain, evaluate.")
 route_app.command(
     "largeforge.entrypoints.cli.route:serve",

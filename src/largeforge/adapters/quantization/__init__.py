@@ -1,0 +1,1 @@
+"""Quantization engines (llm-compressor) and the model inspection they need."""

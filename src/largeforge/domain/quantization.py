@@ -1,0 +1,130 @@
+"""Quantization: what to quantize and how, the pre-checks, and the report of what came out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from largeforge.domain.errors import ConfigError
+
+
+class QuantizationMethod(StrEnum):
+    AWQ = "awq"
+    GPTQ = "gptq"
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    """Weight-only quantization of the linear layers (W4A16 by default)."""
+
+    method: QuantizationMethod
+    bits: int = 4
+    group_size: int = 128
+    symmetric: bool = True
+    ignore: tuple[str, ...] = ("lm_head",)
+    num_samples: int = 64
+    max_seq_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise ConfigError(f"bits must be 4 or 8, got {self.bits}")
+        if self.group_size < 1 and self.group_size != -1:
+            raise ConfigError(
+                f"group_size must be a positive number of columns (or -1 for one group per "
+                f"channel), got {self.group_size}"
+            )
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.max_seq_length < 16:
+            raise ConfigError(f"max_seq_length must be >= 16, got {self.max_seq_length}")
+
+    @property
+    def scheme(self) -> str:
+        """The compressed-tensors preset name, e.g. W4A16 (symmetric) or W4A16_ASYM."""
+        return f"W{self.bits}A16" + ("" if self.symmetric else "_ASYM")
+
+
+def check_group_size(spec: QuantizationSpec, widths: Mapping[str, int]) -> None:
+    """Every quantized layer's input width must be a multiple of the group size.
+
+    `widths` maps each linear layer that will be quantized to its input width. The error names
+    the first layer that does not fit and the group sizes that fit every layer.
+    """
+    if spec.group_size == -1 or not widths:
+        return
+    valid = valid_group_sizes(widths.values())
+    for name, width in widths.items():
+        if width % spec.group_size == 0:
+            continue
+        smaller = [g for g in valid if g <= spec.group_size]
+        if valid:
+            hint = f"use --group-size {smaller[-1] if smaller else valid[0]}"
+        else:
+            hint = "use --group-size -1 (one group per output channel)"
+        raise ConfigError(
+            f"group size {spec.group_size} does not divide the input width {width} of "
+            f"'{name}'; sizes that fit every layer: {', '.join(map(str, valid)) or 'none'}; "
+            f"{hint}"
+        )
+
+
+def valid_group_sizes(widths: Iterable[int]) -> list[int]:
+    """Powers of two from 32 to 1024 that divide every width (the sizes kernels support)."""
+    common = 0
+    for width in widths:
+        common = math.gcd(common, int(width))
+    return [g for g in (32, 64, 128, 256, 512, 1024) if common and common % g == 0]
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """What a quantization did and how good the result is."""
+
+    method: QuantizationMethod
+    engine: str
+    scheme: str
+    group_size: int
+    output_dir: str
+    bytes_before: int
+    bytes_after: int
+    perplexity_before: float
+    perplexity_after: float
+    seconds: float
+    calibration: str
+    calibration_samples: int
+    eval_tokens: int
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def size_ratio(self) -> float:
+        return self.bytes_after / self.bytes_before if self.bytes_before else math.nan
+
+    @property
+    def perplexity_ratio(self) -> float:
+        return self.perplexity_after / self.perplexity_before
+
+    def to_markdown(self) -> str:
+        mb = 1024 * 1024
+        return "\n".join(
+            [
+                f"# Quantization report: {self.method.value.upper()} {self.scheme}",
+                "",
+                f"- engine: {self.engine}",
+                f"- group size: {self.group_size}",
+                f"- calibration: {self.calibration} ({self.calibration_samples} samples)",
+                f"- output: {self.output_dir}",
+                f"- time: {self.seconds:.1f} s",
+                "",
+                "| | before | after | ratio |",
+                "|---|---|---|---|",
+                f"| size | {self.bytes_before / mb:.1f} MiB | {self.bytes_after / mb:.1f} MiB "
+                f"| {self.size_ratio:.3f} |",
+                f"| perplexity ({self.eval_tokens} held-out tokens) | "
+                f"{self.perplexity_before:.3f} | {self.perplexity_after:.3f} "
+                f"| {self.perplexity_ratio:.3f} |",
+                *(["", *(f"- {n}" for n in self.notes)] if self.notes else []),
+                "",
+            ]
+        )
