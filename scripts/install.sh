@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-EXTRAS="${EXTRAS:-dev}"  # e.g. EXTRAS=dev,vllm VENV=.venv-vllm for the vLLM engine
+EXTRAS="${EXTRAS:-dev,quant}"  # e.g. EXTRAS=dev,quant,vllm VENV=.venv-vllm for the vLLM engine
 STAMP="$VENV/.largeforge-installed"
 
 fingerprint() { { cat pyproject.toml scripts/install.sh; echo "$EXTRAS"; } | sha256sum | cut -d' ' -f1; }

@@ -26,8 +26,8 @@ GPTQ = QuantizationMethod.GPTQ
 
 
 def test_spec_validation_and_scheme_names() -> None:
-    assert QuantizationSpec(GPTQ).scheme == "W4A16"
-    assert QuantizationSpec(GPTQ, bits=8, symmetric=False).scheme == "W8A16_ASYM"
+    assert QuantizationSpec(GPTQ).scheme == "W4A16_ASYM"
+    assert QuantizationSpec(GPTQ, bits=8, symmetric=True).scheme == "W8A16"
     with pytest.raises(ConfigError, match="bits must be 4 or 8"):
         QuantizationSpec(GPTQ, bits=3)
     with pytest.raises(ConfigError, match="group_size"):

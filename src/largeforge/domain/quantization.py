@@ -15,14 +15,20 @@ class QuantizationMethod(StrEnum):
     GPTQ = "gptq"
 
 
+#: Calibration samples by method on a CPU: enough for the ratios in docs/architecture.md within
+#: minutes. llm-compressor's guidance for GPUs is 256-512 samples of up to 2048 tokens.
+DEFAULT_SAMPLES = {QuantizationMethod.GPTQ: 128, QuantizationMethod.AWQ: 32}
+
+
 @dataclass(frozen=True)
 class QuantizationSpec:
-    """Weight-only quantization of the linear layers (W4A16 by default)."""
+    """Weight-only quantization of the linear layers: W4A16 with a zero point per group by
+    default (asymmetric: clearly better than symmetric for small models at 4 bits)."""
 
     method: QuantizationMethod
     bits: int = 4
     group_size: int = 128
-    symmetric: bool = True
+    symmetric: bool = False
     ignore: tuple[str, ...] = ("lm_head",)
     num_samples: int = 64
     max_seq_length: int = 512

@@ -56,7 +56,7 @@ class LlmCompressorQuantizer:
     ) -> list[str]:
         import torch
         from datasets import Dataset
-        from llmcompressor import oneshot
+        from llmcompressor.entrypoints.oneshot import oneshot
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _allow_awq_without_accelerator()
@@ -127,4 +127,4 @@ def _allow_awq_without_accelerator() -> None:
         return None
 
     pin_memory._largeforge_noop = True  # type: ignore[attr-defined]
-    IntermediatesCache.pin_memory = pin_memory
+    setattr(IntermediatesCache, "pin_memory", pin_memory)  # noqa: B010 (a patch, not an attribute)

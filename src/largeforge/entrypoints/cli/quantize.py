@@ -15,10 +15,10 @@ def quantize(
     method: Literal["awq", "gptq"] = "awq",
     bits: Literal[4, 8] = 4,
     group_size: int = 128,
-    asymmetric: bool = False,
+    symmetric: bool = False,
     ignore: list[str] | None = None,
     calibration: str = DEFAULT_DATASET,
-    samples: int = 64,
+    samples: int | None = None,
     max_seq_length: int = 512,
     output: Path | None = None,
     check_only: bool = False,
@@ -40,17 +40,19 @@ def quantize(
     bits
         Weight bits: 4 (W4A16) or 8 (W8A16).
     group_size
-        Columns sharing one scale; must divide every quantized layer's input width (64 for
-        SmolLM2), or -1 for one scale per output channel.
-    asymmetric
-        Asymmetric quantization (a zero point per group).
+        Columns sharing one scale; must divide every quantized layer's input width (SmolLM2:
+        32 or 64; 32 fits its weights best), or -1 for one scale per output channel.
+    symmetric
+        Symmetric quantization (no zero point). The default, asymmetric, keeps small models
+        closer to the original (SmolLM2-135M: perplexity x1.15 against x1.47 with GPTQ).
     ignore
         Layers left unquantized (names, suffixes, or re:PATTERN); default lm_head.
     calibration
         Dataset for calibration (any format `largeforge data validate` reads; default: the
         bundled sample data), rendered with the chat template.
     samples
-        Calibration samples (llm-compressor suggests 256-512 on a GPU; 64 keeps a CPU run short).
+        Calibration samples (default: 128 for GPTQ, 32 for AWQ, which run in minutes on a CPU;
+        llm-compressor suggests 256-512 on a GPU).
     max_seq_length
         Tokens per calibration sample.
     output
@@ -59,15 +61,20 @@ def quantize(
         Run the pre-checks only.
     """
     from largeforge.container import Container
-    from largeforge.domain.quantization import QuantizationMethod, QuantizationSpec
+    from largeforge.domain.quantization import (
+        DEFAULT_SAMPLES,
+        QuantizationMethod,
+        QuantizationSpec,
+    )
 
+    chosen = QuantizationMethod(method)
     spec = QuantizationSpec(
-        method=QuantizationMethod(method),
+        method=chosen,
         bits=bits,
         group_size=group_size,
-        symmetric=not asymmetric,
+        symmetric=symmetric,
         ignore=tuple(ignore) if ignore else ("lm_head",),
-        num_samples=samples,
+        num_samples=samples or DEFAULT_SAMPLES[chosen],
         max_seq_length=max_seq_length,
     )
     out = output or Path(f"{Path(model).name}-{method}-w{bits}")
