@@ -58,3 +58,14 @@ def test_a_bad_group_size_fails_before_loading(tiny_model_dir: Path, tmp_path: P
     spec = QuantizationSpec(QuantizationMethod.GPTQ, group_size=128)
     with pytest.raises(ConfigError, match="use --group-size 64"):
         Container.from_settings().quantize_model().check(str(tiny_model_dir), spec, str(tmp_path))
+
+
+def test_a_missing_engine_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from largeforge.adapters.quantization.llm_compressor import LlmCompressorQuantizer
+    from largeforge.domain.errors import BackendUnavailableError
+
+    monkeypatch.setitem(sys.modules, "llmcompressor", None)  # find_spec now answers None
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'largeforge\[quant\]'"):
+        LlmCompressorQuantizer().check(QuantizationMethod.AWQ)

@@ -1,0 +1,84 @@
+"""AWQ and GPTQ of the embedded SmolLM2-135M on this CPU through the real CLI, the report's
+goals, and the quantized model answering the `openai` client through `largeforge serve`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.e2e.server import cli_env, largeforge, running_server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llmcompressor") is None, reason="the quant extra is missing"
+    ),
+]
+#: Perplexity ratio goals (quantized / original) on the held-out text.
+GOALS = {"awq": 1.15, "gptq": 1.20}
+
+
+def quantize(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        largeforge("quantize", *args), capture_output=True, text=True, env=cli_env(),
+        timeout=1500, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("quantized")
+    outputs = {}
+    for method in GOALS:
+        out = root / method
+        result = quantize("--method", method, "--group-size", "32", "--output", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[method] = out
+    return outputs
+
+
+@pytest.mark.parametrize("method", sorted(GOALS))
+def test_report_meets_the_perplexity_and_size_goals(
+    quantized: dict[str, Path], method: str
+) -> None:
+    report: dict[str, Any] = json.loads(
+        (quantized[method] / "quantization_report.json").read_text()
+    )
+    assert report["engine"].startswith("llm-compressor")
+    assert report["scheme"] == "W4A16_ASYM"
+    assert report["calibration"] == "sample"
+    assert report["perplexity_ratio"] <= GOALS[method], report
+    assert report["size_ratio"] <= 0.40, report
+    assert (quantized[method] / "quantization_report.md").is_file()
+
+
+def test_the_quantized_model_serves_chat(quantized: dict[str, Path], tmp_path: Path) -> None:
+    args = ("--model", str(quantized["awq"]), "--served-model-name", "smol-awq")
+    with running_server(*args, log=tmp_path / "serve.log") as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        reply = client.chat.completions.create(
+            model="smol-awq",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=24,
+            temperature=0,
+        )
+    answer = reply.choices[0].message.content or ""
+    assert "Paris" in answer
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens > 0
+
+
+def test_bad_options_fail_before_loading_the_model(tmp_path: Path) -> None:
+    bad_group = quantize("--method", "gptq", "--group-size", "128", "--output", str(tmp_path / "x"))
+    assert bad_group.returncode == 2
+    assert "does not divide the input width 576" in bad_group.stderr
+    assert "use --group-size 64" in bad_group.stderr
+    unknown = quantize("--method", "squeeze", "--output", str(tmp_path / "y"))
+    assert unknown.returncode == 2
+    assert "squeeze" in unknown.stderr + unknown.stdout
