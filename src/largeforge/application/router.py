@@ -84,10 +84,7 @@ class RouterService:
         """A non-streamed request, failing over until a replica answers."""
         tried: set[tuple[str, str]] = set()
         while True:
-            expert, handle = await self._admit(decision, tried)
-            started = self._clock()
-            handle.state.start()
-            handle.requests += 1
+            expert, handle, started = await self._begin(decision, tried)
             try:
                 payload = await handle.client.post(path, await _retarget(body, handle))
             except ReplicaError as exc:
@@ -112,10 +109,7 @@ class RouterService:
         it is replaced by another; a failure later ends the stream by raising `ReplicaError`."""
         tried: set[tuple[str, str]] = set()
         while True:
-            expert, handle = await self._admit(decision, tried)
-            started = self._clock()
-            handle.state.start()
-            handle.requests += 1
+            expert, handle, started = await self._begin(decision, tried)
             chunks: Chunks | None = None
             try:
                 chunks = handle.client.stream(path, await _retarget(body, handle))
@@ -163,6 +157,15 @@ class RouterService:
             if not finished:  # the client went away: no verdict on the replica
                 handle.state.breaker.release()
             await chunks.aclose()
+
+    async def _begin(
+        self, decision: RouteDecision, tried: set[tuple[str, str]]
+    ) -> tuple[str, ReplicaHandle, float]:
+        """Admit the next replica and count the request as outstanding on it."""
+        expert, handle = await self._admit(decision, tried)
+        handle.state.start()
+        handle.requests += 1
+        return expert, handle, self._clock()
 
     async def _admit(
         self, decision: RouteDecision, tried: set[tuple[str, str]]
