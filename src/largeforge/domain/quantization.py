@@ -17,7 +17,7 @@ class QuantizationMethod(StrEnum):
 
 #: Calibration samples by method on a CPU: enough for the ratios in docs/architecture.md within
 #: minutes. llm-compressor's guidance for GPUs is 256-512 samples of up to 2048 tokens.
-DEFAULT_SAMPLES = {QuantizationMethod.GPTQ: 128, QuantizationMethod.AWQ: 32}
+DEFAULT_SAMPLES = {QuantizationMethod.GPTQ: 64, QuantizationMethod.AWQ: 16}
 
 
 @dataclass(frozen=True)
