@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from cyclopts import Parameter
 
 from largeforge.config import DEFAULT_DATASET, DEFAULT_MODEL
 from largeforge.domain.errors import ConfigError
@@ -20,7 +22,7 @@ def quantize(
     calibration: str = DEFAULT_DATASET,
     samples: int | None = None,
     max_seq_length: int = 512,
-    output: Path | None = None,
+    output: Annotated[Path | None, Parameter(name=["--output", "-o"])] = None,
     check_only: bool = False,
 ) -> int:
     """Quantize a model's linear layers to 4 (or 8) bits with AWQ or GPTQ (llm-compressor),
@@ -56,7 +58,7 @@ def quantize(
     max_seq_length
         Tokens per calibration sample.
     output
-        Output directory (default: <model name>-<method>-w<bits>).
+        Output directory (default: MODELNAME-METHOD-wBITS in the current directory).
     check_only
         Run the pre-checks only.
     """

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from cyclopts import Parameter
 
 from largeforge.domain.errors import ConfigError
 
@@ -165,7 +167,12 @@ def evaluate(
     return 0
 
 
-def calibrate(config: Path, labelled: Path, *, output: Path | None = None) -> int:
+def calibrate(
+    config: Path,
+    labelled: Path,
+    *,
+    output: Annotated[Path | None, Parameter(name=["--output", "-o"])] = None,
+) -> int:
     """Per-expert embedding thresholds that maximise accuracy on a labelled file; prints them,
     and with --output writes a copy of the config that uses them.
 
