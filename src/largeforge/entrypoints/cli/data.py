@@ -280,11 +280,13 @@ def generate_sft(
     container = _container()
     prepared = container.prepare_dataset().execute(DatasetSpec(seeds))
     seed_examples = [r for r in prepared.records if isinstance(r, SftExample)]
-    generator = GenerateSftData(
-        _engine(container, model), max_tokens=max_tokens, temperature=temperature, seed=seed
-    )
-    with _progress_bar(count, "generating sft") as bar:
-        result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
+    engine = _engine(container, model)
+    generator = GenerateSftData(engine, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    try:
+        with _progress_bar(count, "generating sft") as bar:
+            result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
+    finally:
+        engine.close()  # stops the batcher thread before the interpreter shuts down
     _write_jsonl(output, [to_row(r, DatasetFormat.MESSAGES) for r in result.records])
     return _summary("sft", len(result.records), output, result)
 
@@ -339,8 +341,11 @@ def generate_preferences(
         max_tokens=max_tokens,
         seed=seed,
     )
-    with _progress_bar(len(prompt_list), "generating preferences") as bar:
-        result = asyncio.run(generator.execute(prompt_list, progress=bar.update))
+    try:
+        with _progress_bar(len(prompt_list), "generating preferences") as bar:
+            result = asyncio.run(generator.execute(prompt_list, progress=bar.update))
+    finally:
+        engine.close()
     rows = [
         {
             "prompt": [m.as_dict() for m in pair.prompt],
