@@ -218,22 +218,7 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
     data: dict[str, Any] = {}
     source = str(path) if path else "defaults"
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: invalid YAML{where}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of settings, got {type(loaded).__name__}"
-            )
-        data = loaded
+        data = read_yaml_mapping(path, "config file")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -243,6 +228,25 @@ def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = 
             target = target.setdefault(key, {})
         target[leaf] = value
     return validate_settings(RunConfig, data, source)
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping in a YAML file (empty for an empty file); `ConfigError` names the file,
+    the line of a syntax error, or what it holds instead of a mapping."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return loaded
 
 
 def validate_settings(model: type[M], data: dict[str, Any], source: str) -> M:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import Field, model_validator
 
-from largeforge.config import _Strict, validate_settings
+from largeforge.config import _Strict, read_yaml_mapping, validate_settings
 from largeforge.domain.circuit_breaker import BreakerPolicy
 from largeforge.domain.errors import ConfigError
 from largeforge.domain.routing import Expert, ReplicaSpec, RouteOn, RoutingPolicy
@@ -111,17 +110,7 @@ def replica_spec(expert: str, index: int, r: ReplicaSettings) -> ReplicaSpec:
 
 def load_router_settings(path: str | Path) -> RouterSettings:
     """Read and validate a router file; `ConfigError` names the file and the key."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"router config not found: {path}")
-    try:
-        data: Any = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
+    data = read_yaml_mapping(path, "router config")
     settings = validate_settings(RouterSettings, data, str(path))
     try:
         settings.policy()

@@ -72,6 +72,11 @@ class QuantizeModel:
 
     def check(self, model_ref: str, spec: QuantizationSpec, output_dir: str) -> Quantizer:
         """All pre-checks; returns the quantizer that will do the work."""
+        return self._checked(model_ref, spec, output_dir)[0]
+
+    def _checked(
+        self, model_ref: str, spec: QuantizationSpec, output_dir: str
+    ) -> tuple[Quantizer, str]:
         factory = self._quantizers.get(spec.method)
         if factory is None:
             valid = ", ".join(m.value for m in self._quantizers)
@@ -90,7 +95,7 @@ class QuantizeModel:
                 f"supported: {supported}"
             )
         check_group_size(spec, self._inspector.linear_widths(model_dir, spec.ignore))
-        return quantizer
+        return quantizer, model_dir
 
     def execute(
         self,
@@ -100,8 +105,7 @@ class QuantizeModel:
         calibration: str = "sample",
         eval_max_length: int = 512,
     ) -> QuantizationReport:
-        quantizer = self.check(model_ref, spec, output_dir)
-        model_dir = self._resolver.resolve(model_ref)
+        quantizer, model_dir = self._checked(model_ref, spec, output_dir)
         samples = self.calibration_samples(model_dir, calibration, spec)
         texts = list(self._held_out())
         log.info("quantization_started", method=spec.method.value, engine=quantizer.engine,

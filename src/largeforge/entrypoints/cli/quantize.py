@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from cyclopts import Parameter
 
 from largeforge.config import DEFAULT_DATASET, DEFAULT_MODEL
-from largeforge.domain.errors import ConfigError
 
 
 def quantize(
@@ -85,8 +84,6 @@ def quantize(
         quantizer = use_case.check(model, spec, str(out))
         print(f"ok: {method} with {quantizer.engine}, group size {group_size}")
         return 0
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output directory {out} is not empty; choose another --output")
     report = use_case.execute(model, spec, str(out), calibration=calibration)
     print(report.to_markdown())
     return 0
