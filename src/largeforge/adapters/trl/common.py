@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from largeforge.adapters.hf import packed_attention
 from largeforge.adapters.system.device import DeviceInfo, detect_device
 from largeforge.domain.errors import BackendUnavailableError, TrainingError
 from largeforge.domain.training import LoraSpec, TrainingPlan, TrainingResult
@@ -46,6 +47,8 @@ def load_model_and_tokenizer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quantization = check_qlora(device) if plan.adapter == "qlora" else None
+    # Packed rows: per-sample attention instead of a block-diagonal mask over the whole batch.
+    attention = {"attn_implementation": packed_attention.register()} if plan.packing else {}
     torch.manual_seed(plan.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
@@ -54,11 +57,13 @@ def load_model_and_tokenizer(
         from peft import prepare_model_for_kbit_training
 
         model = AutoModelForCausalLM.from_pretrained(
-            model_dir, quantization_config=quantization, dtype=torch.bfloat16
+            model_dir, quantization_config=quantization, dtype=torch.bfloat16, **attention
         )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=device.torch_dtype())
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=device.torch_dtype(), **attention
+        )
     return model, tokenizer
 
 

@@ -1,0 +1,103 @@
+"""Per-sample attention for padding-free packed rows: same numbers as each sample alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from largeforge.adapters.hf import packed_attention
+
+torch = pytest.importorskip("torch")
+
+SAMPLES = ([5, 6, 7, 8, 9], [11, 12, 13], [21, 22, 23, 24])
+
+
+def load(model_dir: Path, attention: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=attention)
+
+
+def packed_batch(with_boundaries: bool = True) -> dict[str, Any]:
+    """One row holding every sample, as TRL's padding-free collator builds it."""
+    lengths = [len(s) for s in SAMPLES]
+    batch: dict[str, Any] = {
+        "input_ids": torch.tensor([[t for s in SAMPLES for t in s]]),
+        "position_ids": torch.tensor([[p for n in lengths for p in range(n)]]),
+        "use_cache": False,
+    }
+    if with_boundaries:
+        cuts = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+        batch |= {"cu_seq_lens_q": cuts, "cu_seq_lens_k": cuts}
+        batch |= {"max_length_q": max(lengths), "max_length_k": max(lengths)}
+    return batch
+
+
+@pytest.fixture(scope="module")
+def packed_model(tiny_model_dir: Path) -> Any:
+    return load(tiny_model_dir, packed_attention.register())
+
+
+def test_each_packed_sample_matches_the_sample_alone(packed_model: Any) -> None:
+    with torch.no_grad():
+        together = packed_model(**packed_batch()).logits[0]
+        start = 0
+        for sample in SAMPLES:
+            alone = packed_model(input_ids=torch.tensor([sample])).logits[0]
+            assert torch.allclose(together[start : start + len(sample)], alone, atol=1e-5)
+            start += len(sample)
+
+
+def test_gradients_equal_the_block_diagonal_sdpa_path(
+    packed_model: Any, tiny_model_dir: Path
+) -> None:
+    """Training through it gives the gradients of transformers' own (masked, quadratic) path."""
+    reference = load(tiny_model_dir, "sdpa")
+    grads = []
+    for model, batch in ((packed_model, packed_batch()), (reference, packed_batch(False))):
+        model.zero_grad()
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads.append(model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_a_padded_row_at_the_end_is_ignored(packed_model: Any) -> None:
+    """A collator padding the row to a multiple leaves a tail outside every sample."""
+    batch = packed_batch()
+    batch["input_ids"] = torch.cat([batch["input_ids"], torch.tensor([[0, 0]])], dim=1)
+    batch["position_ids"] = torch.cat([batch["position_ids"], torch.tensor([[0, 1]])], dim=1)
+    with torch.no_grad():
+        padded = packed_model(**batch).logits[0, :-2]
+        plain = packed_model(**packed_batch()).logits[0]
+    assert torch.allclose(padded, plain, atol=1e-5)
+
+
+def test_padded_batches_and_generation_use_stock_sdpa(
+    packed_model: Any, tiny_model_dir: Path
+) -> None:
+    reference = load(tiny_model_dir, "sdpa")
+    ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        ours = packed_model(input_ids=ids, attention_mask=mask).logits
+        theirs = reference(input_ids=ids, attention_mask=mask).logits
+        generated = packed_model.generate(ids[1:], max_new_tokens=5, do_sample=False)
+        expected = reference.generate(ids[1:], max_new_tokens=5, do_sample=False)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert generated.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_trainers_load_it_for_packed_runs_only(tiny_model_dir: Path, packing: bool) -> None:
+    from largeforge.adapters.system.device import detect_device
+    from largeforge.adapters.trl.common import load_model_and_tokenizer
+    from tests.adapters.test_trl_training import tiny_plan
+
+    model, _ = load_model_and_tokenizer(
+        str(tiny_model_dir), detect_device("cpu"), tiny_plan(packing=packing)
+    )
+    expected = packed_attention.PACKED_ATTENTION if packing else "sdpa"
+    assert model.config._attn_implementation == expected
