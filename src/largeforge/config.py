@@ -98,8 +98,10 @@ class TrainingSettings(_Strict):
     max_length: int = Field(256, ge=16)
     val_size: float = Field(0.1, ge=0.0, lt=1.0)
     logging_steps: int = Field(5, gt=0)
-    packing: bool = Field(
-        False, description="pack short samples into max_length rows (SFT; padding-free)"
+    packing: Literal["auto", True, False] = Field(
+        "auto",
+        description="pack short samples into max_length rows (SFT; padding-free); "
+        "auto: when the median sample is at most a quarter of max_length, on a GPU",
     )
     tensorboard: bool = Field(False, description="also write TensorBoard events to RUN/tensorboard")
     save_steps: int = Field(10, ge=0, description="checkpoint every N steps; 0 disables")

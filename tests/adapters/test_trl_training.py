@@ -293,3 +293,12 @@ def test_packed_training_runs_and_learns(tiny_model_dir: Path, tmp_path: Path) -
 
     rows = Dataset.from_dict({"seq_lengths": [[100, 100], [56]]})
     assert packing_efficiency(rows, 256) == pytest.approx(256 / 512)
+
+
+def test_packing_auto_is_decided_for_the_device(tiny_model_dir: Path) -> None:
+    """On this CPU `auto` stays unpacked even for short samples; explicit settings are kept."""
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    short = [encoder.encode(make_example(f"Hi {i}", "Yes.")) for i in range(8)]
+    trainer = TrlSftTrainer(device="cpu")
+    assert trainer.resolve_packing(tiny_plan(packing="auto"), short).packing is False
+    assert trainer.resolve_packing(tiny_plan(packing=True), short).packing is True

@@ -108,8 +108,20 @@ def test_dataset_mappings_and_lists(tmp_path: Path) -> None:
         ("method: ppo\n", "'method'"),
         ("dataset: {path: x.jsonl, format: csvish}\n", "format"),
         ("validation: {max_skip_fraction: 2}\n", "'validation.max_skip_fraction'"),
+        ("training: {packing: maybe}\n", "'training.packing'"),
     ],
 )
 def test_impossible_settings_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_run_config(write(tmp_path, text))
+
+
+def test_packing_is_auto_unless_set(tmp_path: Path) -> None:
+    assert load_run_config(write(tmp_path, "")).to_plan().packing == "auto"
+    assert load_run_config(write(tmp_path, "training: {packing: true}\n")).to_plan().packing is True
+
+
+def test_dpo_refuses_packing(tmp_path: Path) -> None:
+    config = load_run_config(write(tmp_path, "method: dpo\ntraining: {packing: true}\n"))
+    with pytest.raises((ConfigError, ValueError), match="packing applies to SFT only"):
+        config.to_plan()

@@ -18,7 +18,7 @@ from largeforge.domain import (
     TrainingRun,
 )
 from largeforge.domain.formats import DatasetSpec
-from largeforge.domain.training import allowed_transitions
+from largeforge.domain.training import PACK_BELOW, allowed_transitions, decide_packing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PLAN = TrainingPlan(model="m", datasets=(DatasetSpec("d"),))
@@ -138,3 +138,39 @@ def test_transition_table_never_leaves_terminal(state: RunState) -> None:
         assert allowed_transitions(state) == frozenset()
     else:
         assert RunState.FAILED in allowed_transitions(state)
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_explicit_packing_is_kept(setting: bool) -> None:
+    for accelerator in (True, False):
+        decision = decide_packing(setting, [10_000], 256, accelerator)
+        assert decision.pack is setting
+        assert "run file" in decision.reason
+
+
+def test_auto_packs_short_samples_on_accelerators_only() -> None:
+    short = [20, 40, 60]
+    assert decide_packing("auto", short, 256, accelerator=True).pack
+    on_cpu = decide_packing("auto", short, 256, accelerator=False)
+    assert not on_cpu.pack
+    assert "CPU" in on_cpu.reason
+    long = decide_packing("auto", [100, 200, 300], 256, accelerator=True)
+    assert not long.pack
+    assert "median sample of 200 tokens" in long.reason
+    assert not decide_packing("auto", [], 256, accelerator=True).pack
+
+
+@given(st.lists(st.integers(1, 4096), min_size=1), st.integers(16, 4096))
+def test_auto_packs_exactly_when_the_median_is_short(lengths: list[int], max_length: int) -> None:
+    median = sorted(lengths)[len(lengths) // 2]
+    decision = decide_packing("auto", lengths, max_length, accelerator=True)
+    assert decision.pack == (median <= PACK_BELOW * max_length)
+
+
+def test_packing_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="packing must be"):
+        decide_packing("yes", [1], 256, accelerator=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="packing must be"):
+        TrainingPlan(model="m", datasets=(DatasetSpec("d"),), packing="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="SFT only"):
+        TrainingPlan(model="m", datasets=(DatasetSpec("d"),), method="dpo", packing=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from largeforge.domain.errors import InvalidTransitionError
 from largeforge.domain.formats import DatasetSpec
@@ -41,7 +43,8 @@ class TrainingPlan:
     lora: LoraSpec = field(default_factory=LoraSpec)
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     train_on: str = "all"
-    packing: bool = False  # pack short samples into max_length rows (no cross-attention)
+    # Pack short samples into max_length rows (no cross-attention); "auto": see `decide_packing`.
+    packing: bool | Literal["auto"] = "auto"
     tensorboard: bool = False  # also write TensorBoard event files in the run directory
     save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
     eval_steps: int = 0  # evaluate every N steps (0: only before and after training)
@@ -89,10 +92,55 @@ class TrainingPlan:
             raise ValueError(f"val_size must be in [0, 1), got {self.val_size}")
         if self.max_length < 16:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
+        if self.packing not in (True, False, "auto"):
+            raise ValueError(f"packing must be true, false or 'auto', got {self.packing!r}")
+        if self.method == "dpo" and self.packing is True:
+            raise ValueError("packing applies to SFT only: set packing to false or 'auto' for DPO")
 
     @property
     def effective_batch_size(self) -> int:
         return self.batch_size * self.gradient_accumulation_steps
+
+
+PACK_BELOW = 0.25
+"""`packing: auto` packs when the median sample is at most this share of `max_length`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PackingDecision:
+    """Whether an SFT run packs its samples, and why (logged at the start of training)."""
+
+    pack: bool
+    reason: str
+
+
+def decide_packing(
+    setting: bool | Literal["auto"], lengths: Sequence[int], max_length: int, accelerator: bool
+) -> PackingDecision:
+    """Resolve `packing` for the encoded sample `lengths` on a device with or without an
+    accelerator. `auto` packs short samples on accelerators only: on a CPU a packed step costs
+    the same per token as an unpacked one (benchmarks/packing.py), so packing would only remove
+    padding that length-grouped batches already avoid, while a GPU left idle by small batches of
+    short rows gains the most from it.
+    """
+    if isinstance(setting, bool):
+        return PackingDecision(setting, f"packing: {str(setting).lower()} in the run file")
+    if setting != "auto":
+        raise ValueError(f"packing must be true, false or 'auto', got {setting!r}")
+    if not lengths:
+        return PackingDecision(False, "auto: no samples")
+    median = sorted(lengths)[len(lengths) // 2]
+    if median > PACK_BELOW * max_length:
+        return PackingDecision(
+            False, f"auto: median sample of {median} tokens is over a quarter of {max_length}"
+        )
+    if not accelerator:
+        return PackingDecision(
+            False, "auto: on a CPU a packed step costs the same per token; batches group lengths"
+        )
+    return PackingDecision(
+        True, f"auto: median sample of {median} tokens fits {max_length // median}x per row"
+    )
 
 
 class RunState(StrEnum):

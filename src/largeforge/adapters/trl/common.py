@@ -48,7 +48,7 @@ def load_model_and_tokenizer(
 
     quantization = check_qlora(device) if plan.adapter == "qlora" else None
     # Packed rows: per-sample attention instead of a block-diagonal mask over the whole batch.
-    attention = {"attn_implementation": packed_attention.register()} if plan.packing else {}
+    attention = {"attn_implementation": packed_attention.register()} if plan.packing is True else {}
     torch.manual_seed(plan.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from largeforge.adapters.system.device import detect_device
 from largeforge.adapters.trl import common
 from largeforge.application.ports import MetricsCallback
 from largeforge.domain.datasets import EncodedExample
-from largeforge.domain.training import TrainingPlan, TrainingResult
+from largeforge.domain.training import TrainingPlan, TrainingResult, decide_packing
 
 
 def to_columns(examples: Sequence[EncodedExample]) -> dict[str, list[list[int]]]:
@@ -38,6 +40,8 @@ class TrlSftTrainer:
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
+        plan = self.resolve_packing(plan, train)
+        pack = plan.packing is True
         device, model, tokenizer = common.setup(self._device, model_dir, plan)
         from datasets import Dataset  # after setup: it names a missing stack with the fix
         from trl import SFTConfig, SFTTrainer
@@ -48,11 +52,11 @@ class TrlSftTrainer:
             **common.common_arguments(plan, device, Path(run_dir) / "checkpoints"),
             # Packing: best-fit decreasing into max_length rows, padding-free, with position ids
             # restarting per sample so that packed samples do not attend to each other.
-            packing=plan.packing,
+            packing=pack,
             packing_strategy="bfd",
-            padding_free=plan.packing,
+            padding_free=pack,
             # Without packing, batches of similar lengths: far less padding (2x faster here).
-            train_sampling_strategy="random" if plan.packing else "group_by_length",
+            train_sampling_strategy="random" if pack else "group_by_length",
         )
         trainer = common.with_atomic_checkpoints(SFTTrainer)(
             model=model,
@@ -62,9 +66,19 @@ class TrlSftTrainer:
             processing_class=tokenizer,
             peft_config=common.peft_config(plan),
         )
-        if plan.packing:
+        if pack:
             log_packing(trainer.train_dataset, plan.max_length)
         return common.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
+
+    def resolve_packing(self, plan: TrainingPlan, train: Sequence[EncodedExample]) -> TrainingPlan:
+        """The plan with `packing: auto` decided for these samples on this device (logged)."""
+        accelerator = not detect_device(self._device).is_cpu
+        lengths = [e.length for e in train]
+        decision = decide_packing(plan.packing, lengths, plan.max_length, accelerator)
+        structlog.get_logger(__name__).info(
+            "packing", enabled=decision.pack, reason=decision.reason
+        )
+        return replace(plan, packing=decision.pack)
 
 
 def packing_efficiency(dataset: Any, max_length: int) -> float:
