@@ -153,8 +153,8 @@ class QuantizeModel:
         prepared = self._prepare.execute(
             DatasetSpec(source=source), policy, encoder, spec.max_seq_length
         )
-        samples = [e.input_ids[: spec.max_seq_length] for e in prepared.encoded if e is not None]
-        samples = [s for s in samples if s][: spec.num_samples]
+        # Rows are truncated to max_seq_length by the policy above; skipped rows are None.
+        samples = [e.input_ids for e in prepared.encoded if e is not None][: spec.num_samples]
         if not samples:
             raise DatasetError(f"calibration data {source} has no usable rows")
         return samples
