@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -215,12 +217,17 @@ def _render(tokenizer: Any, encoded: EncodedExample, markers: bool, text_cls: An
     return text
 
 
-def _engine(container: Any, model: str, max_model_len: int | None = None) -> Any:
+@contextmanager
+def _engine(container: Any, model: str) -> Iterator[Any]:
+    """The model's batching engine, closed on exit so that its batcher thread stops before the
+    interpreter shuts down."""
     from largeforge.adapters.hf.inference import TransformersInferenceEngine
 
-    return TransformersInferenceEngine(
-        container.model_resolver().resolve(model), model, max_model_len=max_model_len
-    )
+    engine = TransformersInferenceEngine(container.model_resolver().resolve(model), model)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -280,13 +287,11 @@ def generate_sft(
     container = _container()
     prepared = container.prepare_dataset().execute(DatasetSpec(seeds))
     seed_examples = [r for r in prepared.records if isinstance(r, SftExample)]
-    engine = _engine(container, model)
-    generator = GenerateSftData(engine, max_tokens=max_tokens, temperature=temperature, seed=seed)
-    try:
-        with _progress_bar(count, "generating sft") as bar:
-            result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
-    finally:
-        engine.close()  # stops the batcher thread before the interpreter shuts down
+    with _engine(container, model) as engine, _progress_bar(count, "generating sft") as bar:
+        generator = GenerateSftData(
+            engine, max_tokens=max_tokens, temperature=temperature, seed=seed
+        )
+        result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
     _write_jsonl(output, [to_row(r, DatasetFormat.MESSAGES) for r in result.records])
     return _summary("sft", len(result.records), output, result)
 
@@ -332,20 +337,19 @@ def generate_preferences(
     container = _container()
     prepared = container.prepare_dataset().execute(DatasetSpec(prompts))
     prompt_list = [r.prompt for r in prepared.records if isinstance(r, SftExample)][:count]
-    engine = _engine(container, model)
-    generator = GeneratePreferenceData(
-        engine,
-        EngineLikelihoodScorer(engine),
-        samples=samples,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        seed=seed,
-    )
-    try:
-        with _progress_bar(len(prompt_list), "generating preferences") as bar:
-            result = asyncio.run(generator.execute(prompt_list, progress=bar.update))
-    finally:
-        engine.close()
+    with (
+        _engine(container, model) as engine,
+        _progress_bar(len(prompt_list), "generating preferences") as bar,
+    ):
+        generator = GeneratePreferenceData(
+            engine,
+            EngineLikelihoodScorer(engine),
+            samples=samples,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+        result = asyncio.run(generator.execute(prompt_list, progress=bar.update))
     rows = [
         {
             "prompt": [m.as_dict() for m in pair.prompt],
