@@ -10,6 +10,7 @@ import pytest
 
 from largeforge.adapters.hf.chat_template import HfEncoderFactory
 from largeforge.adapters.peft.merge import PeftLoraMerger
+from largeforge.adapters.system.device import detect_device
 from largeforge.adapters.trl.sft import TrlSftTrainer, to_columns
 from largeforge.domain import LoraSpec, StepMetrics, TrainingPlan
 from largeforge.domain.datasets import EncodedExample
@@ -299,6 +300,6 @@ def test_packing_auto_is_decided_for_the_device(tiny_model_dir: Path) -> None:
     """On this CPU `auto` stays unpacked even for short samples; explicit settings are kept."""
     encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
     short = [encoder.encode(make_example(f"Hi {i}", "Yes.")) for i in range(8)]
-    trainer = TrlSftTrainer(device="cpu")
-    assert trainer.resolve_packing(tiny_plan(packing="auto"), short).packing is False
-    assert trainer.resolve_packing(tiny_plan(packing=True), short).packing is True
+    cpu = detect_device("cpu")
+    assert TrlSftTrainer.resolve_packing(tiny_plan(packing="auto"), short, cpu).packing is False
+    assert TrlSftTrainer.resolve_packing(tiny_plan(packing=True), short, cpu).packing is True

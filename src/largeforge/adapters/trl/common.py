@@ -295,12 +295,16 @@ def save_outputs(trainer: Any, tokenizer: Any, plan: TrainingPlan, run_dir: str)
     return str(out)
 
 
-def setup(requested_device: str, model_dir: str, plan: TrainingPlan) -> tuple[DeviceInfo, Any, Any]:
-    """What every trainer does first: check the stack, quiet the libraries, pick the device,
-    load the model and tokenizer. Returns (device, model, tokenizer)."""
+def start(requested_device: str) -> DeviceInfo:
+    """What every trainer does first: check the stack, quiet the libraries, pick the device."""
     require_training_stack()
     quiet_libraries()
-    device = detect_device(requested_device)
+    return detect_device(requested_device)
+
+
+def setup(requested_device: str, model_dir: str, plan: TrainingPlan) -> tuple[DeviceInfo, Any, Any]:
+    """`start`, then load the model and tokenizer. Returns (device, model, tokenizer)."""
+    device = start(requested_device)
     model, tokenizer = load_model_and_tokenizer(model_dir, device, plan)
     return device, model, tokenizer
 

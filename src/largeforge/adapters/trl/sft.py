@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from largeforge.adapters.system.device import detect_device
+from largeforge.adapters.system.device import DeviceInfo
 from largeforge.adapters.trl import common
 from largeforge.application.ports import MetricsCallback
 from largeforge.domain.datasets import EncodedExample
@@ -40,9 +40,10 @@ class TrlSftTrainer:
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
-        plan = self.resolve_packing(plan, train)
+        device = common.start(self._device)
+        plan = self.resolve_packing(plan, train, device)
         pack = plan.packing is True
-        device, model, tokenizer = common.setup(self._device, model_dir, plan)
+        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan)
         from datasets import Dataset  # after setup: it names a missing stack with the fix
         from trl import SFTConfig, SFTTrainer
 
@@ -70,11 +71,13 @@ class TrlSftTrainer:
             log_packing(trainer.train_dataset, plan.max_length)
         return common.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
 
-    def resolve_packing(self, plan: TrainingPlan, train: Sequence[EncodedExample]) -> TrainingPlan:
-        """The plan with `packing: auto` decided for these samples on this device (logged)."""
-        accelerator = not detect_device(self._device).is_cpu
+    @staticmethod
+    def resolve_packing(
+        plan: TrainingPlan, train: Sequence[EncodedExample], device: DeviceInfo
+    ) -> TrainingPlan:
+        """The plan with `packing: auto` decided for these samples on `device` (logged)."""
         lengths = [e.length for e in train]
-        decision = decide_packing(plan.packing, lengths, plan.max_length, accelerator)
+        decision = decide_packing(plan.packing, lengths, plan.max_length, not device.is_cpu)
         structlog.get_logger(__name__).info(
             "packing", enabled=decision.pack, reason=decision.reason
         )
