@@ -16,6 +16,7 @@ from largeforge.adapters.data.sources import FileRowSource
 from largeforge.adapters.models.resolver import HfModelResolver
 from largeforge.adapters.storage.runs import FilesystemRunStore, ReadOnlyRunStore, SkipMerger
 from largeforge.adapters.system.clock import SystemClock
+from largeforge.adapters.system.signals import StopRequested, stop_requested
 from largeforge.application.classifiers import (
     HybridClassifier,
     HybridMode,
@@ -25,6 +26,7 @@ from largeforge.application.classifiers import (
 )
 from largeforge.application.data import PrepareDataset
 from largeforge.application.experts import ClientFactory, ExpertManager
+from largeforge.application.generation import ResponseScorer
 from largeforge.application.ports import (
     EmbeddingModel,
     ExpertClient,
@@ -40,11 +42,16 @@ from largeforge.application.router import RouterService
 from largeforge.application.serving import TextGeneration
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
+from largeforge.domain.errors import ConfigError
 from largeforge.domain.generation import OverflowPolicy
 from largeforge.domain.load_balancing import strategy_named
 from largeforge.domain.quantization import QuantizationMethod
 from largeforge.domain.routing import ReplicaSpec, RoutingPolicy
 from largeforge.routing_config import RouterSettings
+
+__all__ = ["Container", "RouterContainer", "StopRequested", "stop_requested"]
+"""`StopRequested` and `stop_requested`: the process-wide stop request a SIGTERM handler sets
+and the trainers honour between steps (re-exported so entrypoints name no adapter)."""
 
 
 def _trl_sft_trainer(device: str) -> Any:
@@ -116,6 +123,30 @@ def _inference_engine(
         max_num_seqs=max_num_seqs,
         max_queue=max_queue,
     )
+
+
+def _generation_engine(resolver: ModelResolver, model: str) -> InferenceEngine:
+    from largeforge.adapters.hf.inference import TransformersInferenceEngine
+
+    return TransformersInferenceEngine(resolver.resolve(model), model)
+
+
+def _likelihood_scorer(engine: InferenceEngine) -> ResponseScorer:
+    from largeforge.adapters.hf.inference import EngineLikelihoodScorer
+
+    return EngineLikelihoodScorer(engine)  # type: ignore[arg-type]  # a transformers engine
+
+
+def _lora_merger(tolerance: float = 1e-3) -> Any:  # a PeftLoraMerger (last_max_abs_diff)
+    from largeforge.adapters.peft.merge import PeftLoraMerger
+
+    return PeftLoraMerger(tolerance=tolerance)
+
+
+def _host_probe() -> Any:
+    from largeforge.adapters.system.probes import HostProbe
+
+    return HostProbe()
 
 
 def _quantizers(device: str) -> dict[QuantizationMethod, Callable[[], Quantizer]]:
@@ -212,6 +243,17 @@ class Container(containers.DeclarativeContainer):
         overflow=providers.Factory(OverflowPolicy, config.serve.on_overflow),
     )
 
+    generation_engine = providers.Factory(_generation_engine, resolver=model_resolver)
+    """The local batching engine that writes synthetic data: `generation_engine(model=...)`."""
+    response_scorer = providers.Factory(_likelihood_scorer)
+    """Ranks sampled answers by the model's own likelihood: `response_scorer(engine=...)`."""
+    lora_merger = providers.Factory(_lora_merger)
+    """`largeforge merge`'s verified merger: `lora_merger(tolerance=...)`."""
+    run_reader = providers.Factory(FilesystemRunStore)
+    """A `RunStore` over the runs under a directory: `run_reader(root=...)`."""
+    host_probe = providers.Singleton(_host_probe)
+    """The device, matmul peak and default model, as `largeforge doctor` reports them."""
+
     quantizers = providers.Singleton(_quantizers, device=_quant_device)
     model_inspector = providers.Singleton(_model_inspector)
     perplexity_evaluator = providers.Singleton(_perplexity_evaluator, device=_quant_device)
@@ -259,21 +301,27 @@ def _classifier(
     return HybridClassifier(keyword, neural, policy, HybridMode(mode))
 
 
-def _client_factory(
-    connect_timeout_s: float, request_timeout_s: float, local: ClientFactory | None
-) -> ClientFactory:
+def _http_client(
+    url: str, connect_timeout_s: float, request_timeout_s: float, api_key: str | None = None
+) -> ExpertClient:
     from largeforge.adapters.http.expert_client import HttpExpertClient
 
+    return HttpExpertClient(
+        url,
+        api_key=api_key,
+        connect_timeout_s=connect_timeout_s,
+        request_timeout_s=request_timeout_s,
+    )
+
+
+def _client_factory(
+    http: Callable[..., ExpertClient], local: ClientFactory | None
+) -> ClientFactory:
     def make(spec: ReplicaSpec) -> ExpertClient:
         if spec.url is not None:
-            return HttpExpertClient(
-                spec.url,
-                api_key=spec.api_key,
-                connect_timeout_s=connect_timeout_s,
-                request_timeout_s=request_timeout_s,
-            )
+            return http(url=spec.url, api_key=spec.api_key)
         if local is None:
-            raise ValueError(f"replica {spec.name}: local replicas need a local client factory")
+            raise ConfigError(f"replica {spec.name}: local replicas need a local client factory")
         return local(spec)
 
     return make
@@ -281,7 +329,8 @@ def _client_factory(
 
 class RouterContainer(containers.DeclarativeContainer):
     """The expert router, wired from `RouterSettings`. Tests override `embedding_model` and
-    `client_factory`; `local_clients` serves `local:` replicas (set by the entrypoint)."""
+    `client_factory`; `local_clients` serves `local:` replicas (the entrypoint sets it, since
+    a local replica runs the entrypoint's own app, reached through `http_client`)."""
 
     settings = providers.Dependency(instance_of=RouterSettings)
     local_clients: providers.Object[ClientFactory | None] = providers.Object(None)
@@ -300,11 +349,14 @@ class RouterContainer(containers.DeclarativeContainer):
         policy=policy,
         embeddings=embedding_model,
     )
-    client_factory = providers.Singleton(
-        _client_factory,
+    http_client = providers.Factory(
+        _http_client,
         connect_timeout_s=providers.Callable(lambda s: s.connect_timeout_s, settings),
         request_timeout_s=providers.Callable(lambda s: s.request_timeout_s, settings),
-        local=local_clients,
+    )
+    """An OpenAI-API client for a base URL: `http_client(url=..., api_key=...)`."""
+    client_factory = providers.Singleton(
+        _client_factory, http=http_client.provider, local=local_clients
     )
     manager = providers.Singleton(
         ExpertManager,

@@ -35,3 +35,18 @@ def test_planted_torch_import_in_domain_breaks_the_contract(tmp_path: Path) -> N
     assert broken.returncode != 0
     assert "Core is framework-free" in broken.stdout
     assert "largeforge.domain.leak -> torch" in broken.stdout
+
+
+def test_planted_adapter_import_in_an_entrypoint_breaks_the_composition_root(
+    tmp_path: Path,
+) -> None:
+    """Only container.py names concrete adapters: an entrypoint that builds one itself fails."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
+    leak = project / "src/largeforge/entrypoints/cli/leak.py"
+    leak.write_text("def make():\n    from largeforge.adapters.peft.merge import PeftLoraMerger\n")
+    broken = lint_imports(project)
+    assert broken.returncode != 0
+    assert "Entrypoints import no adapters" in broken.stdout
+    assert "largeforge.entrypoints.cli.leak -> largeforge.adapters.peft.merge" in broken.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from largeforge.entrypoints.cli.serve import listen
+from largeforge.entrypoints.http.listen import listen
 
 
 def test_accepted_connections_have_nodelay() -> None:

@@ -134,7 +134,11 @@ class FilesystemRunStore:
         path = self._root / run_id / "run.json"
         if not path.is_file():
             raise ConfigError(f"no run at {path.parent} (no run.json)")
-        return run_from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return run_from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (KeyError, TypeError, ValueError) as exc:  # hand-edited or from another version
+            reason = f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"{path}: not a readable run record ({reason})") from exc
 
     def write_json(self, run_id: str, name: str, payload: Mapping[str, Any]) -> None:
         _atomic_write(self._root / run_id / name, json.dumps(payload, indent=2) + "\n")

@@ -221,9 +221,7 @@ def _render(tokenizer: Any, encoded: EncodedExample, markers: bool, text_cls: An
 def _engine(container: Any, model: str) -> Iterator[Any]:
     """The model's batching engine, closed on exit so that its batcher thread stops before the
     interpreter shuts down."""
-    from largeforge.adapters.hf.inference import TransformersInferenceEngine
-
-    engine = TransformersInferenceEngine(container.model_resolver().resolve(model), model)
+    engine = container.generation_engine(model=model)
     try:
         yield engine
     finally:
@@ -331,7 +329,6 @@ def generate_preferences(
     """
     import asyncio
 
-    from largeforge.adapters.hf.inference import EngineLikelihoodScorer
     from largeforge.application.generation import GeneratePreferenceData
 
     container = _container()
@@ -343,7 +340,7 @@ def generate_preferences(
     ):
         generator = GeneratePreferenceData(
             engine,
-            EngineLikelihoodScorer(engine),
+            container.response_scorer(engine=engine),
             samples=samples,
             temperature=temperature,
             max_tokens=max_tokens,

@@ -6,6 +6,7 @@ import importlib.metadata
 import importlib.util
 import platform
 import sys
+from typing import Any
 
 _DEPENDENCIES = (
     ("torch", "torch", "make install (installs the CPU or CUDA build of torch)"),
@@ -48,8 +49,11 @@ def doctor() -> int:
         problems += _check_package(module, dist, fix, required=True)
     for module, dist, fix in _OPTIONAL:
         _check_package(module, dist, fix, required=False)
-    problems += _check_device()
-    problems += _check_default_model()
+    from largeforge.container import Container
+
+    probe = Container.host_probe()
+    problems += _check_device(probe)
+    problems += _check_default_model(probe)
     print(f"\n{'all required checks passed' if not problems else f'{problems} problem(s) found'}")
     return 1 if problems else 0
 
@@ -73,31 +77,26 @@ def _check_package(module: str, dist: str, fix: str, *, required: bool) -> int:
     return 0
 
 
-def _check_device() -> int:
+def _check_device(probe: Any) -> int:
     try:
-        from largeforge.adapters.system.device import detect_device
-
-        info = detect_device()
-    except Exception as exc:  # torch missing or broken
+        status = probe.device()
+    except Exception as exc:  # torch missing or broken: reported, not raised
         _line("missing", "device", f"{type(exc).__name__}: {exc}")
         return 1
-    _line("ok", "device", f"{info.kind} ({info.name}), dtype {info.dtype_name}")
-    from largeforge.adapters.system.peak import matmul_peak
-
-    peak = matmul_peak(info, info.dtype_name)
-    _line("ok", "matmul peak", f"{peak:,.0f} GFLOP/s in {info.dtype_name} (cached; MFU uses it)")
+    _line("ok", "device", f"{status.kind} ({status.name}), dtype {status.dtype_name}")
+    _line(
+        "ok",
+        "matmul peak",
+        f"{status.peak_gflops:,.0f} GFLOP/s in {status.dtype_name} (cached; MFU uses it)",
+    )
     return 0
 
 
-def _check_default_model() -> int:
-    from largeforge.adapters.models.resolver import ALIASES, DEFAULT_MODEL, largeforge_home
-
-    spec = ALIASES[DEFAULT_MODEL]
-    gguf = spec.locate()
-    if gguf is None:
-        _line("missing", DEFAULT_MODEL, f"fix: {spec.install_hint}")
+def _check_default_model(probe: Any) -> int:
+    status = probe.default_model()
+    if status.gguf is None:
+        _line("missing", status.name, f"fix: {status.install_hint}")
         return 1
-    converted = largeforge_home() / "models" / DEFAULT_MODEL
-    state = "converted" if (converted / "config.json").is_file() else "converted on first use"
-    _line("ok", DEFAULT_MODEL, f"{gguf.name} ({state}: {converted})")
+    state = "converted" if status.converted else "converted on first use"
+    _line("ok", status.name, f"{status.gguf} ({state}: {status.converted_dir})")
     return 0

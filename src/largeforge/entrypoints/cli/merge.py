@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -32,19 +31,16 @@ def merge(
     tolerance
         Largest accepted absolute logit difference.
     """
-    from largeforge.adapters.peft.merge import PeftLoraMerger
     from largeforge.config import Settings
     from largeforge.container import Container
 
-    run_file = run_dir / "run.json"
     adapter = run_dir / "adapter"
-    if not run_file.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no run.json)")
+    container = Container.from_settings(Settings())
+    run = container.run_reader(root=str(run_dir.parent)).load(run_dir.name)  # ConfigError if none
     if not (adapter / "adapter_config.json").is_file():
         raise ConfigError(f"{run_dir}: no LoRA adapter in {adapter}")
-    model_ref = json.loads(run_file.read_text(encoding="utf-8"))["plan"]["model"]
-    base_dir = Container.from_settings(Settings()).model_resolver().resolve(model_ref)
-    merger = PeftLoraMerger(tolerance=tolerance)
+    base_dir = container.model_resolver().resolve(run.plan.model)
+    merger = container.lora_merger(tolerance=tolerance)
     out = merger.merge(base_dir, str(adapter), str(output or run_dir / "merged"))
     print(
         f"max |logit difference| vs base + adapter: {merger.last_max_abs_diff:.3e} "

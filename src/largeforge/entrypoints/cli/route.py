@@ -14,14 +14,14 @@ from largeforge.domain.errors import ConfigError
 
 def _container(config: Path, classifier: str | None = None) -> Any:
     from largeforge.container import RouterContainer
-    from largeforge.entrypoints.http.local_expert import local_client
+    from largeforge.entrypoints.http.local_expert import local_clients
     from largeforge.routing_config import load_router_settings
 
     settings = load_router_settings(config)
     if classifier is not None:
         settings = settings.model_copy(update={"classifier": classifier})
     container = RouterContainer(settings=settings)
-    container.local_clients.override(local_client)
+    container.local_clients.override(local_clients(container.http_client))
     return container
 
 
@@ -53,7 +53,7 @@ def serve(
     import structlog
     import uvicorn
 
-    from largeforge.entrypoints.cli.serve import listen
+    from largeforge.entrypoints.http.listen import bind
     from largeforge.entrypoints.http.router_app import create_router_app
 
     container = _container(config)
@@ -66,10 +66,7 @@ def serve(
         admin_keys=admin_keys,
         health_interval_s=settings.health_interval_s,
     )
-    try:
-        sock = listen(host, port)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}/v1"
     structlog.get_logger(__name__).info("router_listening", url=url, router=settings.name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from typing import Literal
 
 from largeforge.config import DEFAULT_MODEL, ServeSettings, Settings, validate_settings
@@ -71,6 +70,7 @@ def serve(
 
     from largeforge.container import Container
     from largeforge.entrypoints.http.app import create_app
+    from largeforge.entrypoints.http.listen import bind
 
     keys = list(api_key or [])
     keys += [k.strip() for k in os.environ.get("LARGEFORGE_API_KEYS", "").split(",") if k.strip()]
@@ -98,12 +98,7 @@ def serve(
     container.model_resolver().resolve(settings.model)  # fail fast on a bad reference
     app = create_app(container, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
     # Bind first so the real address (port 0 picks a free one) can be announced.
-    try:
-        sock = listen(settings.host, settings.port)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-        ) from None
+    sock = bind(settings.host, settings.port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}/v1"
     structlog.get_logger(__name__).info("listening", url=url, model=settings.model_id)
@@ -126,21 +121,3 @@ def _adapters(specs: list[str]) -> dict[str, str]:
             raise ConfigError(f"--lora {name}: no adapter_config.json in {path}")
         adapters[name] = str(Path(path).resolve())
     return adapters
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket whose connections have Nagle's algorithm off.
-
-    asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP, which
-    `socket.create_server` does not do; without it every response written in two parts (headers,
-    body) waits for the client's delayed ACK: 40 ms per request.
-    """
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(address)
-    sock.listen(2048)
-    return sock

@@ -155,7 +155,7 @@ def _latest_run(output_dir: Path) -> str:
 def _sigterm_interrupts() -> None:
     """Treat SIGTERM like Ctrl-C, so a killed run is recorded as interrupted, not lost."""
 
-    from largeforge.adapters.system.signals import StopRequested, stop_requested
+    from largeforge.container import StopRequested, stop_requested
 
     def handler(signum: int, frame: object) -> None:
         stop_requested.set()  # honoured between training steps even if the raise is swallowed
