@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import structlog
@@ -24,7 +24,9 @@ from largeforge.domain.quantization import (
     QuantizationMethod,
     QuantizationReport,
     QuantizationSpec,
-    check_group_size,
+    describe_group_size,
+    group_size_columns,
+    resolve_group_size,
 )
 from largeforge.domain.validation import TooLong, ValidationPolicy
 
@@ -42,6 +44,21 @@ SUPPORTED_ARCHITECTURES = frozenset(
         "Phi3ForCausalLM",
     }
 )
+
+
+@dataclass(frozen=True)
+class CheckedQuantization:
+    """What the pre-checks settled: the engine, the resolved model and the spec with a numeric
+    group size (`auto` resolved against the model's layers)."""
+
+    quantizer: Quantizer
+    model_dir: str
+    spec: QuantizationSpec
+    group_size_auto: bool
+
+    @property
+    def group_size_text(self) -> str:
+        return describe_group_size(group_size_columns(self.spec), self.group_size_auto)
 
 
 class QuantizeModel:
@@ -70,13 +87,8 @@ class QuantizeModel:
         self._encoders = encoders
         self._held_out = held_out
 
-    def check(self, model_ref: str, spec: QuantizationSpec, output_dir: str) -> Quantizer:
-        """All pre-checks; returns the quantizer that will do the work."""
-        return self._checked(model_ref, spec, output_dir)[0]
-
-    def _checked(
-        self, model_ref: str, spec: QuantizationSpec, output_dir: str
-    ) -> tuple[Quantizer, str]:
+    def check(self, model_ref: str, spec: QuantizationSpec, output_dir: str) -> CheckedQuantization:
+        """All pre-checks, before any weights are loaded; `auto` group size is resolved here."""
         factory = self._quantizers.get(spec.method)
         if factory is None:
             valid = ", ".join(m.value for m in self._quantizers)
@@ -94,8 +106,9 @@ class QuantizeModel:
                 f"architecture {architecture} is not supported for quantization; "
                 f"supported: {supported}"
             )
-        check_group_size(spec, self._inspector.linear_widths(model_dir, spec.ignore))
-        return quantizer, model_dir
+        widths = self._inspector.linear_widths(model_dir, spec.ignore)
+        resolved = resolve_group_size(spec, widths)
+        return CheckedQuantization(quantizer, model_dir, resolved, spec.group_size == "auto")
 
     def execute(
         self,
@@ -105,11 +118,12 @@ class QuantizeModel:
         calibration: str = "sample",
         eval_max_length: int = 512,
     ) -> QuantizationReport:
-        quantizer, model_dir = self._checked(model_ref, spec, output_dir)
+        checked = self.check(model_ref, spec, output_dir)
+        quantizer, model_dir, spec = checked.quantizer, checked.model_dir, checked.spec
         samples = self.calibration_samples(model_dir, calibration, spec)
         texts = list(self._held_out())
         log.info("quantization_started", method=spec.method.value, engine=quantizer.engine,
-                 samples=len(samples), group_size=spec.group_size)  # fmt: skip
+                 samples=len(samples), group_size=checked.group_size_text)  # fmt: skip
         ppl_before, tokens = self._evaluator.perplexity(model_dir, texts, eval_max_length)
         started = time.monotonic()
         notes = quantizer.quantize(model_dir, spec, samples, output_dir)
@@ -119,7 +133,7 @@ class QuantizeModel:
             method=spec.method,
             engine=quantizer.engine,
             scheme=spec.scheme,
-            group_size=spec.group_size,
+            group_size=group_size_columns(spec),
             output_dir=output_dir,
             bytes_before=self._inspector.weights_bytes(model_dir),
             bytes_after=self._inspector.weights_bytes(output_dir),
@@ -130,6 +144,7 @@ class QuantizeModel:
             calibration_samples=len(samples),
             eval_tokens=tokens,
             notes=tuple(notes),
+            group_size_auto=checked.group_size_auto,
         )
         out = Path(output_dir)
         (out / "quantization_report.md").write_text(report.to_markdown(), encoding="utf-8")

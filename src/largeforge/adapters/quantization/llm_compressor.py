@@ -14,7 +14,12 @@ from typing import Any
 import structlog
 
 from largeforge.domain.errors import BackendUnavailableError
-from largeforge.domain.quantization import QuantizationMethod, QuantizationSpec
+from largeforge.domain.quantization import (
+    PER_CHANNEL,
+    QuantizationMethod,
+    QuantizationSpec,
+    group_size_columns,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -92,18 +97,19 @@ class LlmCompressorQuantizer:
 
     @staticmethod
     def recipe(spec: QuantizationSpec) -> list[Any]:
-        """The llm-compressor modifiers for a spec."""
+        """The llm-compressor modifiers for a spec (its group size resolved, not `auto`)."""
         from llmcompressor.modifiers.gptq import GPTQModifier
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
-        group = spec.group_size != -1
+        size = group_size_columns(spec)
+        group = size != PER_CHANNEL
         weights = {
             "num_bits": spec.bits,
             "type": "int",
             "symmetric": spec.symmetric,
             "strategy": "group" if group else "channel",
-            **({"group_size": spec.group_size} if group else {}),
+            **({"group_size": size} if group else {}),
         }
         groups = {"group_0": {"targets": ["Linear"], "weights": weights}}
         ignore = list(spec.ignore)

@@ -15,7 +15,7 @@ def quantize(
     *,
     method: Literal["awq", "gptq"] = "awq",
     bits: Literal[4, 8] = 4,
-    group_size: int = 128,
+    group_size: Literal["auto"] | int = "auto",
     symmetric: bool = False,
     ignore: list[str] | None = None,
     calibration: str = DEFAULT_DATASET,
@@ -41,8 +41,10 @@ def quantize(
     bits
         Weight bits: 4 (W4A16) or 8 (W8A16).
     group_size
-        Columns sharing one scale; must divide every quantized layer's input width (SmolLM2:
-        32 or 64; 32 fits its weights best), or -1 for one scale per output channel.
+        Columns sharing one scale: auto (the largest of 128, 64, 32 that divides every
+        quantized layer's input width; said in the report), a number that divides every such
+        width (SmolLM2: 32 or 64; 32 fits its weights best), or -1 for one scale per output
+        channel.
     symmetric
         Symmetric quantization (no zero point). The default, asymmetric, keeps small models
         closer to the original (SmolLM2-135M, GPTQ at group 64: perplexity x1.22 against x1.47).
@@ -81,8 +83,8 @@ def quantize(
     out = output or Path(f"{Path(model).name}-{method}-w{bits}")
     use_case = Container.from_settings().quantize_model()
     if check_only:
-        quantizer = use_case.check(model, spec, str(out))
-        print(f"ok: {method} with {quantizer.engine}, group size {group_size}")
+        checked = use_case.check(model, spec, str(out))
+        print(f"ok: {method} with {checked.quantizer.engine}, group size {checked.group_size_text}")
         return 0
     report = use_case.execute(model, spec, str(out), calibration=calibration)
     print(report.to_markdown())
