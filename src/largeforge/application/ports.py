@@ -10,13 +10,18 @@ from typing import Any, Protocol, runtime_checkable
 from largeforge.domain.datasets import (
     EncodedExample,
     Message,
-    PreferencePair,
     SftExample,
     TextExample,
 )
 from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
 from largeforge.domain.quantization import QuantizationMethod, QuantizationSpec
-from largeforge.domain.training import StepMetrics, TrainingPlan, TrainingResult, TrainingRun
+from largeforge.domain.training import (
+    StepMetrics,
+    TrainingPlan,
+    TrainingResult,
+    TrainingRun,
+    TrainingUnit,
+)
 
 MetricsCallback = Callable[[StepMetrics], None]
 
@@ -37,36 +42,24 @@ class ModelResolver(Protocol):
 
 @runtime_checkable
 class ModelTrainer(Protocol):
-    """Fine-tunes a model directory on encoded examples and writes an adapter under `run_dir`."""
+    """Trains a model directory by one `TrainingMethod` and writes its output under `run_dir`.
+
+    `train` and `evaluation` hold the units the method consumes (encoded conversations for
+    SFT, preference pairs for DPO); the container maps each method to its trainer.
+    """
 
     def train(
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[EncodedExample],
-        evaluation: Sequence[EncodedExample],
+        train: Sequence[TrainingUnit],
+        evaluation: Sequence[TrainingUnit],
         run_dir: str,
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
         """With `resume`, continue from the latest complete checkpoint under `run_dir`."""
         ...
-
-
-@runtime_checkable
-class PreferenceTrainer(Protocol):
-    """Preference-tunes (DPO) a model directory on prompt/chosen/rejected pairs."""
-
-    def train(
-        self,
-        plan: TrainingPlan,
-        model_dir: str,
-        train: Sequence[PreferencePair],
-        evaluation: Sequence[PreferencePair],
-        run_dir: str,
-        on_metrics: MetricsCallback,
-        resume: bool = False,
-    ) -> TrainingResult: ...
 
 
 @runtime_checkable
@@ -103,7 +96,8 @@ class RunStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EngineLoad:
-    """How busy an engine is: requests waiting for a slot, sequences being generated."""
+    """How busy an engine is, as `AdmissionLimits` counts it: sequences waiting because every
+    slot is taken, and sequences holding (or about to take) a slot."""
 
     waiting: int
     running: int
@@ -115,7 +109,8 @@ class InferenceEngine(Protocol):
 
     `generate` yields one `TokenStep` per generated token; closing the iterator early (a stop
     string was met, the client went away) releases the sequence's slot at once. Raises
-    `EngineOverloadedError` when its queue is full.
+    `EngineOverloadedError` when every slot is taken and its waiting line is full
+    (`AdmissionLimits`), `EngineUnavailableError` once it is shutting down.
     """
 
     @property

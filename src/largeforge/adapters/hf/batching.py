@@ -5,6 +5,9 @@ each, its KV cache merged into the batch's), then runs one decode step for every
 sequence together: the batch's KV cache is left-padded, with an attention mask and per-row
 position ids, so sequences of different lengths, joining and leaving at any step, share every
 forward pass. A sequence leaves the batch when it finishes or its consumer goes away.
+
+Admission follows `AdmissionLimits`: a request waits only while every slot is taken. Each
+forward pass can be observed (`on_step`): which sequences ran in it, under which adapter.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from largeforge.adapters.hf.sampling import (
     logprob_entry,
 )
 from largeforge.application.ports import EngineLoad
-from largeforge.domain.errors import EngineOverloadedError
+from largeforge.domain.admission import AdmissionLimits
+from largeforge.domain.errors import EngineUnavailableError
 from largeforge.domain.generation import FinishReason, SamplingParams, TokenStep
 
 log = structlog.get_logger(__name__)
@@ -36,17 +40,45 @@ T = TypeVar("T")
 PREFILL_TOKENS = 4096
 """Most (padded) prompt tokens prefilled in one forward pass."""
 Emit = Callable[[TokenStep | BaseException], None]
+BASE = "__base__"
+"""The adapter name PEFT reads as "no adapter" for a row of a mixed batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """One row of a forward pass: the sequence's serial number and the adapter it ran under."""
+
+    serial: int
+    adapter: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStep:
+    """One forward pass of the model: `prefill` (new prompts) or `decode` (one token each)."""
+
+    phase: str
+    rows: tuple[BatchRow, ...]
+
+    @property
+    def serials(self) -> tuple[int, ...]:
+        return tuple(row.serial for row in self.rows)
+
+
+StepHook = Callable[[BatchStep], None]
+"""Called on the scheduler thread after each forward pass; it must be quick and not raise."""
 
 
 @dataclass(eq=False)
 class Generating:
-    """One sequence being generated (a choice of a request)."""
+    """One sequence being generated (a choice of a request); `serial` counts from 0 per engine."""
 
     prompt: Sequence[int]
     params: SamplingParams
     emit: Emit
     decoder: IncrementalDecoder
     adapter: str | None = None
+    serial: int = 0
+    released: bool = False
     cancelled: bool = False
     generated: int = 0
     length: int = 0  # tokens in the KV cache = position of the next token fed
@@ -69,14 +101,18 @@ class ContinuousBatcher:
         max_num_seqs: int = 16,
         max_queue: int = 256,
         use_adapters: bool = False,
+        on_step: StepHook | None = None,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
         self._eos = frozenset(eos_ids)
         self._device = device
         self._max_num_seqs = max_num_seqs
-        self._max_queue = max_queue
+        self._limits = AdmissionLimits(max_num_seqs, max_queue)
         self._use_adapters = use_adapters
+        self._on_step = on_step
+        self._serials = 0
+        self._in_flight = 0  # admitted and not yet released: waiting, being prefilled, running
         self._texts = TokenTexts(tokenizer)
         self._waiting: deque[Generating] = deque()
         self._jobs: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
@@ -93,21 +129,25 @@ class ContinuousBatcher:
     def new_sequence(
         self, prompt: Sequence[int], params: SamplingParams, emit: Emit, adapter: str | None
     ) -> Generating:
-        seq = Generating(list(prompt), params, emit, IncrementalDecoder(self._tokenizer), adapter)
+        decoder = IncrementalDecoder(self._tokenizer)
+        with self._cond:
+            seq = Generating(list(prompt), params, emit, decoder, adapter, self._serials)
+            self._serials += 1
         if params.seed is not None:
             seq.generator = torch.Generator(device=self._device).manual_seed(params.seed % 2**63)
         return seq
 
     def submit(self, seq: Generating) -> None:
-        """Queue `seq`; raises `EngineOverloadedError` when the waiting queue is full."""
+        """Queue `seq` for the next step.
+
+        Raises `EngineOverloadedError` when every slot is taken and the waiting line is full,
+        `EngineUnavailableError` once the engine is shutting down.
+        """
         with self._cond:
             if self._closed:
-                raise EngineOverloadedError("the engine is shutting down", retry_after=5)
-            if len(self._waiting) >= self._max_queue:
-                raise EngineOverloadedError(
-                    f"the server is busy: {len(self._waiting)} requests are waiting "
-                    f"(queue size {self._max_queue}); retry shortly"
-                )
+                raise EngineUnavailableError("the engine is shutting down; retry on another server")
+            self._limits.admit(self._in_flight)
+            self._in_flight += 1
             self._waiting.append(seq)
             self._cond.notify()
 
@@ -120,7 +160,10 @@ class ContinuousBatcher:
         return future
 
     def load(self) -> EngineLoad:
-        return EngineLoad(waiting=len(self._waiting), running=len(self._running))
+        """Admitted sequences split as `AdmissionLimits` counts them (running, waiting)."""
+        with self._cond:
+            in_flight = self._in_flight
+        return EngineLoad(self._limits.waiting(in_flight), self._limits.running(in_flight))
 
     def close(self) -> None:
         with self._cond:
@@ -140,6 +183,10 @@ class ContinuousBatcher:
                         break
                     jobs = list(self._jobs)
                     self._jobs.clear()
+                    if any(s.cancelled for s in self._waiting):  # their clients left: free now
+                        gone = [s for s in self._waiting if s.cancelled]
+                        self._waiting = deque(s for s in self._waiting if not s.cancelled)
+                        self._release_locked(gone)
                     room = self._max_num_seqs - len(self._running)
                     admitted = [
                         self._waiting.popleft() for _ in range(min(room, len(self._waiting)))
@@ -153,29 +200,49 @@ class ContinuousBatcher:
                 try:
                     self._drop([s for s in self._running if s.cancelled])
                     live = [s for s in admitted if not s.cancelled]
+                    self._release([s for s in admitted if s.cancelled])
                     if live:
                         self._prefill(live)
                     if self._running:
                         self._decode()
                 except Exception as exc:
                     log.exception("engine_step_failed")
-                    for seq in [*self._running, *admitted]:
+                    failed = [*self._running, *admitted]
+                    for seq in failed:
                         if not seq.done:
                             seq.emit(exc)
+                    self._release(failed)
                     self._running, self._cache, self._mask = [], None, None
         self._shutdown()
 
+    def _release(self, seqs: Sequence[Generating]) -> None:
+        """Give back the admission slots of sequences that left the engine (once each)."""
+        with self._cond:
+            self._release_locked(seqs)
+
+    def _release_locked(self, seqs: Sequence[Generating]) -> None:
+        for seq in seqs:
+            if not seq.released:
+                seq.released = True
+                self._in_flight -= 1
+
     def _shutdown(self) -> None:
-        error = EngineOverloadedError("the engine was shut down", retry_after=5)
+        error = EngineUnavailableError("the engine was shut down; retry on another server")
         for seq in [*self._running, *self._waiting]:
             seq.emit(error)
         for _fn, future in self._jobs:
             future.cancel()
 
-    def _forward(self, seqs: Sequence[Generating], **inputs: Any) -> Any:
+    def _forward(self, phase: str, seqs: Sequence[Generating], **inputs: Any) -> Any:
+        names: list[str | None] = [None] * len(seqs)
         if self._use_adapters:
-            inputs["adapter_names"] = [s.adapter or "__base__" for s in seqs]
-        return self._model(**inputs, use_cache=True, logits_to_keep=1)
+            inputs["adapter_names"] = [s.adapter or BASE for s in seqs]
+            names = [None if n == BASE else n for n in inputs["adapter_names"]]
+        out = self._model(**inputs, use_cache=True, logits_to_keep=1)
+        if self._on_step is not None:
+            rows = tuple(BatchRow(s.serial, n) for s, n in zip(seqs, names, strict=True))
+            self._on_step(BatchStep(phase, rows))
+        return out
 
     def _prefill(self, seqs: list[Generating]) -> None:
         """Run the prompts of newly admitted sequences, left-padded in batches, and join them."""
@@ -207,7 +274,7 @@ class ContinuousBatcher:
             inputs.update(
                 attention_mask=mask.to(self._device), position_ids=positions.to(self._device)
             )
-        out = self._forward(seqs, **inputs, past_key_values=DynamicCache())
+        out = self._forward("prefill", seqs, **inputs, past_key_values=DynamicCache())
         self._join(seqs, out.past_key_values, mask.to(self._device))
         self._advance(seqs, out.logits[:, -1, :].float())
 
@@ -221,6 +288,7 @@ class ContinuousBatcher:
         # step (a fifth of a batch-1 step on a CPU).
         padded = bool((self._mask == 0).any())
         out = self._forward(
+            "decode",
             seqs,
             input_ids=ids,
             attention_mask=self._mask if padded else None,
@@ -296,6 +364,7 @@ class ContinuousBatcher:
         keep = [i for i, s in enumerate(self._running) if id(s) not in gone]
         if len(keep) == len(self._running):
             return
+        self._release([s for s in self._running if id(s) in gone])
         if not keep:
             self._running, self._cache, self._mask = [], None, None
             return

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from largeforge.adapters.hf.batching import ContinuousBatcher
+from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
 from largeforge.adapters.system.device import detect_device, resolve_dtype
@@ -26,6 +26,7 @@ class TransformersInferenceEngine(TokenizerCodec):
 
     `adapters` maps served model ids to LoRA adapter directories; a batch may mix them (PEFT
     applies each row's adapter), and the base model stays servable under `model_id`.
+    `on_step` observes every forward pass (which sequences ran in it, under which adapter).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class TransformersInferenceEngine(TokenizerCodec):
         adapters: Mapping[str, str] | None = None,
         max_num_seqs: int = 16,
         max_queue: int = 256,
+        on_step: StepHook | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,6 +70,7 @@ class TransformersInferenceEngine(TokenizerCodec):
             max_num_seqs=max_num_seqs,
             max_queue=max_queue,
             use_adapters=bool(adapters),
+            on_step=on_step,
         )
         log.info(
             "engine_loaded",
