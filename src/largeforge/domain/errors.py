@@ -61,6 +61,14 @@ class EngineOverloadedError(LargeForgeError):
         self.retry_after = retry_after
 
 
+class EngineUnavailableError(LargeForgeError):
+    """The engine is shutting down (HTTP 503): retry after `retry_after` s, on another replica."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ReplicaError(LargeForgeError):
     """A replica of an expert failed: `status` is its HTTP status, None when it never answered.
 

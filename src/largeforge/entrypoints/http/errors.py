@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 from largeforge.domain.errors import (
     ContextLengthExceededError,
     EngineOverloadedError,
+    EngineUnavailableError,
     InvalidRequestError,
     LargeForgeError,
     ModelNotServedError,
@@ -69,6 +70,9 @@ def describe(exc: BaseException) -> Described:
     if isinstance(exc, EngineOverloadedError):
         body = error_body(str(exc), "rate_limit_error", None, "queue_full")
         return 429, body, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, EngineUnavailableError):
+        body = error_body(str(exc), "service_unavailable", None, "engine_unavailable")
+        return 503, body, {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, NoReplicaAvailableError):
         body = error_body(str(exc), "service_unavailable", None, "no_replica_available")
         return 503, body, {"Retry-After": str(exc.retry_after)}
