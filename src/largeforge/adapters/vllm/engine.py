@@ -20,7 +20,8 @@ import structlog
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts
 from largeforge.application.ports import EngineLoad
-from largeforge.domain.errors import BackendUnavailableError, EngineOverloadedError
+from largeforge.domain.admission import AdmissionLimits
+from largeforge.domain.errors import BackendUnavailableError
 from largeforge.domain.generation import FinishReason, SamplingParams, TokenLogprob, TokenStep
 
 log = structlog.get_logger(__name__)
@@ -83,8 +84,7 @@ class VllmInferenceEngine(TokenizerCodec):
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._context_window = int(self._engine.vllm_config.model_config.max_model_len)
-        self._max_num_seqs = max_num_seqs
-        self._max_queue = max_queue
+        self._limits = AdmissionLimits(max_num_seqs, max_queue)
         self._inflight = 0
         log.info(
             "engine_loaded",
@@ -113,16 +113,11 @@ class VllmInferenceEngine(TokenizerCodec):
         return self._vocab_size
 
     def load(self) -> EngineLoad:
-        running = min(self._inflight, self._max_num_seqs)
-        return EngineLoad(waiting=self._inflight - running, running=running)
+        inflight = self._inflight
+        return EngineLoad(self._limits.waiting(inflight), self._limits.running(inflight))
 
     def _admit(self) -> None:
-        waiting = self._inflight - self._max_num_seqs
-        if waiting >= self._max_queue:
-            raise EngineOverloadedError(
-                f"the server is busy: {waiting} requests are waiting "
-                f"(queue size {self._max_queue}); retry shortly"
-            )
+        self._limits.admit(self._inflight)  # the same rule as the transformers engine's
         self._inflight += 1
 
     async def generate(
