@@ -11,6 +11,7 @@ import pytest
 from largeforge.config import RunConfig, ServeSettings, Settings
 from largeforge.container import Container
 from largeforge.domain import Conversation, Message, Role, SftExample
+from largeforge.domain.training import TrainingMethod
 from tests.fakes import (
     FakeClock,
     FakeEncoderFactory,
@@ -86,8 +87,9 @@ def make_container(fakes: dict[str, Any] | None = None) -> Any:
     c.model_resolver.override(fakes["resolver"])
     c.row_source.override(fakes["rows"])
     c.encoder_factory.override(fakes["encoders"])
-    c.trainer.override(fakes["trainer"])
-    c.preference_trainer.override(fakes["preference_trainer"])
+    c.trainers.override(
+        {TrainingMethod.SFT: fakes["trainer"], TrainingMethod.DPO: fakes["preference_trainer"]}
+    )
     c.merger.override(fakes["merger"])
     c.run_store.override(fakes["store"])
     c.inference_engine.override(fakes["engine"])

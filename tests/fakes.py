@@ -24,9 +24,10 @@ from largeforge.domain import (
     TrainingResult,
     TrainingRun,
 )
-from largeforge.domain.datasets import EncodedExample, PreferencePair, TextExample
+from largeforge.domain.datasets import EncodedExample, TextExample
 from largeforge.domain.errors import EngineOverloadedError
 from largeforge.domain.generation import TokenLogprob, TokenStep
+from largeforge.domain.training import TrainingUnit
 
 
 class FakeClock:
@@ -109,8 +110,8 @@ class FakeModelTrainer:
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[EncodedExample],
-        evaluation: Sequence[EncodedExample],
+        train: Sequence[TrainingUnit],
+        evaluation: Sequence[TrainingUnit],
         run_dir: str,
         on_metrics: MetricsCallback,
         resume: bool = False,
@@ -141,7 +142,8 @@ class FakeModelTrainer:
 
 @dataclass
 class FakePreferenceTrainer:
-    """Records the pairs it was given; the eval reward margin grows from 0 to 0.5."""
+    """The DPO `ModelTrainer`: records the pairs it was given; the eval reward margin grows from
+    0 to 0.5."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
 
@@ -149,8 +151,8 @@ class FakePreferenceTrainer:
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[PreferencePair],
-        evaluation: Sequence[PreferencePair],
+        train: Sequence[TrainingUnit],
+        evaluation: Sequence[TrainingUnit],
         run_dir: str,
         on_metrics: MetricsCallback,
         resume: bool = False,

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from largeforge.domain.errors import ConfigError
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
-from largeforge.domain.training import LoraSpec, TrainingPlan
+from largeforge.domain.training import (
+    AdapterKind,
+    DpoOptions,
+    LoraSpec,
+    TrainingMethod,
+    TrainingPlan,
+)
 from largeforge.domain.validation import Dedupe, OnError, TooLong, ValidationPolicy
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -78,12 +84,22 @@ class ValidationSettings(_Strict):
 
 
 class DpoSettings(_Strict):
-    """DPO settings (`dpo:` in the run file)."""
+    """DPO's option group (`dpo:` in the run file; read only when `method: dpo`)."""
 
     beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", description="sigmoid (the DPO paper's), ipo or hinge"
+    )
     precompute_ref_log_probs: bool = Field(
         False, description="score the reference once before training (faster steps)"
     )
+
+    def to_options(self) -> DpoOptions:
+        return DpoOptions(
+            beta=self.beta,
+            loss_type=self.loss_type,
+            precompute_ref_log_probs=self.precompute_ref_log_probs,
+        )
 
 
 class TrainingSettings(_Strict):
@@ -125,11 +141,14 @@ class RunConfig(_Strict):
     output_dir: str = Field("runs", description="parent directory of run directories")
     name: str | None = Field(None, description="run directory name (default: timestamped)")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    method: Literal["sft", "dpo"] = Field("sft", description="sft, or dpo on preference pairs")
-    adapter: Literal["lora", "qlora", "full"] = Field(
-        "lora", description="LoRA adapter, LoRA on a 4-bit base (CUDA), or full weights"
+    method: TrainingMethod = Field(
+        TrainingMethod.SFT, description="sft, or dpo on preference pairs"
     )
-    dpo: DpoSettings = Field(default_factory=DpoSettings)
+    adapter: AdapterKind = Field(
+        AdapterKind.LORA, description="LoRA adapter, LoRA on a 4-bit base (CUDA), or full weights"
+    )
+    # Method option groups: one key per method that has options of its own.
+    dpo: DpoSettings = Field(default_factory=DpoSettings, description="options of method: dpo")
     merge: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -151,8 +170,7 @@ class RunConfig(_Strict):
             train_on=self.train_on,
             method=self.method,
             adapter=self.adapter,
-            dpo_beta=self.dpo.beta,
-            dpo_precompute_ref_log_probs=self.dpo.precompute_ref_log_probs,
+            dpo=self.dpo.to_options(),
             lora=LoraSpec(
                 rank=self.lora.rank,
                 alpha=self.lora.alpha,

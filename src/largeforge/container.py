@@ -2,7 +2,8 @@
 
 Build it from `Settings` (`Container.from_settings`), then ask it for use cases:
 `container.run_training()`, `container.generation()`. Tests swap adapters with
-`container.trainer.override(FakeModelTrainer())` before anything is resolved.
+`container.trainers.override({TrainingMethod.SFT: FakeModelTrainer()})` before anything is
+resolved.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from largeforge.application.ports import (
     InferenceEngine,
     ModelInspector,
     ModelResolver,
+    ModelTrainer,
     PerplexityEvaluator,
     Quantizer,
     RunStore,
@@ -47,6 +49,7 @@ from largeforge.domain.generation import OverflowPolicy
 from largeforge.domain.load_balancing import strategy_named
 from largeforge.domain.quantization import QuantizationMethod
 from largeforge.domain.routing import ReplicaSpec, RoutingPolicy
+from largeforge.domain.training import TrainingMethod
 from largeforge.routing_config import RouterSettings
 
 __all__ = ["Container", "RouterContainer", "StopRequested", "stop_requested"]
@@ -54,16 +57,14 @@ __all__ = ["Container", "RouterContainer", "StopRequested", "stop_requested"]
 and the trainers honour between steps (re-exported so entrypoints name no adapter)."""
 
 
-def _trl_sft_trainer(device: str) -> Any:
-    from largeforge.adapters.trl.sft import TrlSftTrainer  # heavy imports stay lazy
+def _trainers(device: str) -> dict[TrainingMethod, ModelTrainer]:
+    """The trainer adapter of each training method: one line per method."""
+    from largeforge.adapters.trl import dpo, sft  # they import torch only when training
 
-    return TrlSftTrainer(device=device)
-
-
-def _trl_dpo_trainer(device: str) -> Any:
-    from largeforge.adapters.trl.dpo import TrlDpoTrainer
-
-    return TrlDpoTrainer(device=device)
+    return {
+        TrainingMethod.SFT: sft.TrlSftTrainer(device=device),
+        TrainingMethod.DPO: dpo.TrlDpoTrainer(device=device),
+    }
 
 
 def _hf_encoder_factory() -> Any:
@@ -204,8 +205,7 @@ class Container(containers.DeclarativeContainer):
     row_source = providers.Singleton(FileRowSource)
     encoder_factory = providers.Singleton(_hf_encoder_factory)
     prepare_dataset = providers.Factory(PrepareDataset, source=row_source)
-    trainer = providers.Singleton(_trl_sft_trainer, device=config.run.device)
-    preference_trainer = providers.Singleton(_trl_dpo_trainer, device=config.run.device)
+    trainers = providers.Singleton(_trainers, device=config.run.device)
     merger = providers.Singleton(_peft_merger, rank=config.process_rank)
     run_store = providers.Singleton(
         _run_store, root=config.run.output_dir, rank=config.process_rank
@@ -216,8 +216,7 @@ class Container(containers.DeclarativeContainer):
         resolver=model_resolver,
         prepare=prepare_dataset,
         encoders=encoder_factory,
-        trainer=trainer,
-        preference_trainer=preference_trainer,
+        trainers=trainers,
         merger=merger,
         store=run_store,
         clock=clock,

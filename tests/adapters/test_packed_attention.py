@@ -93,7 +93,7 @@ def test_padded_batches_and_generation_use_stock_sdpa(
 @pytest.mark.parametrize("packing", [True, False])
 def test_trainers_load_it_for_packed_runs_only(tiny_model_dir: Path, packing: bool) -> None:
     from largeforge.adapters.system.device import detect_device
-    from largeforge.adapters.trl.common import load_model_and_tokenizer
+    from largeforge.adapters.trl.stack import load_model_and_tokenizer
     from tests.adapters.test_trl_training import tiny_plan
 
     model, _ = load_model_and_tokenizer(

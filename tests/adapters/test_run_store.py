@@ -18,6 +18,7 @@ from largeforge.domain import (
     TrainingRun,
 )
 from largeforge.domain.formats import DatasetSpec
+from largeforge.domain.training import AdapterKind, DpoOptions, TrainingMethod
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -83,3 +84,29 @@ def test_report_has_the_numbers_and_a_loss_curve(tmp_path: Path) -> None:
     assert "![loss curve](loss.png)" in text
     png = (tmp_path / run.run_id / "loss.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_a_dpo_plan_round_trips_with_its_option_group() -> None:
+    plan = TrainingPlan(
+        model="m",
+        datasets=(DatasetSpec("d"),),
+        method=TrainingMethod.DPO,
+        adapter=AdapterKind.FULL,
+        dpo=DpoOptions(beta=0.3, loss_type="ipo"),
+    )
+    run = TrainingRun("run-1", plan, created_at=T0)
+    data = json.loads(json.dumps(run_to_dict(run)))
+    assert (data["plan"]["method"], data["plan"]["dpo"]["loss_type"]) == ("dpo", "ipo")
+    loaded = run_from_dict(data)
+    assert loaded == run
+    assert loaded.plan.method is TrainingMethod.DPO
+    assert loaded.plan.adapter is AdapterKind.FULL
+
+
+def test_a_run_json_from_before_the_dpo_group_still_loads() -> None:
+    data = json.loads(json.dumps(run_to_dict(finished_run())))
+    del data["plan"]["dpo"]
+    data["plan"] |= {"method": "dpo", "dpo_beta": 0.25, "dpo_precompute_ref_log_probs": True}
+    plan = run_from_dict(data).plan
+    assert plan.dpo == DpoOptions(beta=0.25, precompute_ref_log_probs=True)
+    assert plan.method is TrainingMethod.DPO

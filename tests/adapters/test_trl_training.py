@@ -214,14 +214,14 @@ def test_qlora_without_cuda_fails_with_the_fix(tiny_model_dir: Path, tmp_path: P
 
 
 def test_dora_is_passed_to_peft() -> None:
-    from largeforge.adapters.trl.common import lora_config
+    from largeforge.adapters.trl.stack import lora_config
 
     assert lora_config(LoraSpec(use_dora=True)).use_dora is True
 
 
 def test_periodic_evaluation_and_early_stopping_arguments(tmp_path: Path) -> None:
     from largeforge.adapters.system.device import DeviceInfo
-    from largeforge.adapters.trl.common import common_arguments
+    from largeforge.adapters.trl.arguments import common_arguments
 
     plan = TrainingPlan(
         model="m",

@@ -8,6 +8,7 @@ import pytest
 
 from largeforge.config import RunConfig, load_run_config
 from largeforge.domain import ConfigError
+from largeforge.domain.training import AdapterKind, DpoOptions, TrainingMethod
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -97,7 +98,24 @@ def test_dataset_mappings_and_lists(tmp_path: Path) -> None:
     assert [d.source for d in plan.datasets] == ["sample", "qa.csv"]
     assert plan.datasets[1].column_map == {"instruction": "q"}
     assert plan.datasets[1].count == 9
-    assert (plan.method, plan.adapter, plan.dpo_beta) == ("dpo", "full", 0.2)
+    assert (plan.method, plan.adapter, plan.dpo.beta) == ("dpo", "full", 0.2)
+    assert plan.method is TrainingMethod.DPO
+    assert plan.adapter is AdapterKind.FULL
+
+
+def test_the_dpo_option_group_reaches_the_plan(tmp_path: Path) -> None:
+    text = "method: dpo\ndpo: {beta: 0.3, loss_type: ipo, precompute_ref_log_probs: true}\n"
+    plan = load_run_config(write(tmp_path, text)).to_plan()
+    assert plan.dpo == DpoOptions(beta=0.3, loss_type="ipo", precompute_ref_log_probs=True)
+
+
+def test_an_unknown_key_in_a_method_group_names_the_closest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_run_config(write(tmp_path, "method: dpo\ndpo: {bta: 0.3}\n"))
+    message = str(raised.value)
+    assert "unknown key 'dpo.bta' (did you mean 'dpo.beta'?)" in message
+    assert "valid keys here: beta, loss_type, precompute_ref_log_probs" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -106,6 +124,9 @@ def test_dataset_mappings_and_lists(tmp_path: Path) -> None:
         ("lora: {rank: 0}\n", "'lora.rank'"),
         ("training: {learning_rate: -1}\n", "'training.learning_rate'"),
         ("method: ppo\n", "'method'"),
+        ("adapter: half\n", "'adapter'"),
+        ("dpo: {loss_type: kto}\n", "'dpo.loss_type'"),
+        ("dpo: {beta: 0}\n", "'dpo.beta'"),
         ("dataset: {path: x.jsonl, format: csvish}\n", "format"),
         ("validation: {max_skip_fraction: 2}\n", "'validation.max_skip_fraction'"),
         ("training: {packing: maybe}\n", "'training.packing'"),

@@ -16,12 +16,13 @@ from tests.fakes import (
 
 def test_readme_embedding_example_runs_with_swapped_adapters(tmp_path: Path) -> None:
     from largeforge import Container, RunConfig, Settings
+    from largeforge.domain.training import TrainingMethod
 
     config = RunConfig(model="tiny", output_dir=str(tmp_path / "runs"), training={"max_steps": 2})
     container = Container.from_settings(Settings(run=config))
     container.model_resolver.override(FakeModelResolver())
     container.encoder_factory.override(FakeEncoderFactory())
-    container.trainer.override(FakeModelTrainer())
+    container.trainers.override({TrainingMethod.SFT: FakeModelTrainer()})
     container.merger.override(FakeModelMerger())
 
     outcome = container.run_training().execute(config.to_plan(), config=config.model_dump())

@@ -253,3 +253,27 @@ def test_a_finished_run_is_not_resumed(container: Any) -> None:
     container.run_training().execute(plan_for(container), run_id="done")
     with pytest.raises(ConfigError, match="already succeeded"):
         container.run_training().resume("done", plan_for(container))
+
+
+def test_each_method_goes_to_its_own_trainer_from_the_registry(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    from largeforge.domain.training import TrainingMethod
+
+    container.run_training().execute(plan_for(container, method=TrainingMethod.SFT))
+    ((sft_call,), dpo_calls) = fakes["trainer"].calls, fakes["preference_trainer"].calls
+    assert dpo_calls == []
+    assert sft_call["plan"].method is TrainingMethod.SFT
+
+
+def test_a_method_without_a_trainer_is_refused_before_a_run_is_created(
+    fakes: dict[str, Any],
+) -> None:
+    from largeforge.domain.training import TrainingMethod
+    from tests.conftest import make_container
+
+    container = make_container(fakes)
+    container.trainers.override({TrainingMethod.SFT: fakes["trainer"]})
+    with pytest.raises(ConfigError, match=r"no trainer for method 'dpo'; available: sft"):
+        container.run_training().execute(plan_for(container, method="dpo"))
+    assert fakes["store"].runs == {}

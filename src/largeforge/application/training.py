@@ -19,20 +19,23 @@ from largeforge.application.ports import (
     ModelMerger,
     ModelResolver,
     ModelTrainer,
-    PreferenceTrainer,
     RunStore,
 )
 from largeforge.domain.datasets import EncodedExample, PreferencePair, split_examples
 from largeforge.domain.errors import ConfigError, DatasetError, LargeForgeError
-from largeforge.domain.training import RunState, StepMetrics, TrainingPlan, TrainingRun
+from largeforge.domain.training import (
+    RunState,
+    StepMetrics,
+    TrainingMethod,
+    TrainingPlan,
+    TrainingRun,
+    TrainingUnit,
+)
 from largeforge.domain.validation import DatasetPolicyError
 
 log = structlog.get_logger(__name__)
 
 MAX_LOGGED_ISSUES = 20
-
-TrainingUnit = EncodedExample | PreferencePair
-"""What a trainer consumes: an encoded conversation (SFT) or a preference pair (DPO)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +80,7 @@ class RunTraining:
         resolver: ModelResolver,
         prepare: PrepareDataset,
         encoders: EncoderFactory,
-        trainer: ModelTrainer,
-        preference_trainer: PreferenceTrainer,
+        trainers: Mapping[TrainingMethod, ModelTrainer],
         merger: ModelMerger,
         store: RunStore,
         clock: Clock,
@@ -86,8 +88,7 @@ class RunTraining:
         self._resolver = resolver
         self._prepare = prepare
         self._encoders = encoders
-        self._trainer = trainer
-        self._preference_trainer = preference_trainer
+        self._trainers = trainers
         self._merger = merger
         self._store = store
         self._clock = clock
@@ -103,6 +104,7 @@ class RunTraining:
         run_id: str | None = None,
     ) -> TrainingOutcome:
         """Run the plan to completion. Failures are recorded in the run, then re-raised."""
+        self._trainer_for(plan)
         run = TrainingRun(
             run_id=run_id or self.new_run_id(),
             plan=plan,
@@ -118,6 +120,7 @@ class RunTraining:
         Refuses when the plan or the prepared data differ from the original run's, unless
         `force`.
         """
+        self._trainer_for(plan)
         run = self._store.load(run_id)
         if run.state is RunState.SUCCEEDED:
             raise ConfigError(f"run {run_id} already succeeded; nothing to resume")
@@ -135,6 +138,13 @@ class RunTraining:
         run = replace(run, plan=plan, config_fingerprint=fingerprint)
         return self._run(run, self._store.run_dir(run_id), resume=True, force=force)
 
+    def _trainer_for(self, plan: TrainingPlan) -> ModelTrainer:
+        trainer = self._trainers.get(plan.method)
+        if trainer is None:
+            valid = ", ".join(sorted(m.value for m in self._trainers))
+            raise ConfigError(f"no trainer for method '{plan.method}'; available: {valid}")
+        return trainer
+
     def _run(self, run: TrainingRun, run_dir: str, *, resume: bool, force: bool) -> TrainingOutcome:
         plan = run.plan
         bound = log.bind(run_id=run.run_id, run_dir=run_dir)
@@ -150,8 +160,8 @@ class RunTraining:
             bound.info(
                 "training_resumed" if resume else "training_started",
                 model=plan.model,
-                method=plan.method,
-                adapter=plan.adapter,
+                method=plan.method.value,
+                adapter=plan.adapter.value,
                 train_examples=len(train),
                 eval_examples=len(val),
             )
@@ -161,20 +171,11 @@ class RunTraining:
             def on_metrics(metrics: StepMetrics) -> None:
                 self._store.append_metrics(run.run_id, metrics)
 
-            if plan.method == "dpo":
-                pairs = [p for p in train if isinstance(p, PreferencePair)]
-                val_pairs = [p for p in val if isinstance(p, PreferencePair)]
-                result = self._preference_trainer.train(
-                    plan, model_dir, pairs, val_pairs, run_dir, on_metrics, resume=resume
-                )
-            else:
-                encoded = [e for e in train if isinstance(e, EncodedExample)]
-                val_encoded = [e for e in val if isinstance(e, EncodedExample)]
-                result = self._trainer.train(
-                    plan, model_dir, encoded, val_encoded, run_dir, on_metrics, resume=resume
-                )
+            result = self._trainer_for(plan).train(
+                plan, model_dir, train, val, run_dir, on_metrics, resume=resume
+            )
             merged_dir = None
-            if plan.adapter == "full":
+            if plan.adapter.writes_whole_model:
                 merged_dir = result.adapter_dir  # full fine-tuning writes a whole model
             elif plan.merge:
                 merged_dir = self._merger.merge(
@@ -208,10 +209,9 @@ class RunTraining:
 
     def _prepare_data(
         self, plan: TrainingPlan, model_dir: str, run_id: str
-    ) -> tuple[
-        tuple[EncodedExample | PreferencePair, ...], tuple[EncodedExample | PreferencePair, ...]
-    ]:
-        """Validated training units: encodings for SFT, preference pairs for DPO."""
+    ) -> tuple[tuple[TrainingUnit, ...], tuple[TrainingUnit, ...]]:
+        """Validated training units: preference pairs for methods that train on pairs (DPO),
+        encoded conversations for the others (SFT)."""
         encoder = self._encoders.for_model(model_dir, plan.train_on)
         prepared = [
             self._prepare.execute(spec, plan.validation, encoder, plan.max_length)
@@ -230,10 +230,10 @@ class RunTraining:
         mixed = mix(prepared, plan.seed)
         units: tuple[TrainingUnit, ...]
         pairs = tuple(r for r, _ in mixed if isinstance(r, PreferencePair))
-        if plan.method == "dpo":
+        if plan.method.trains_on_pairs:
             if len(pairs) != len(mixed):
                 raise DatasetError(
-                    f"method 'dpo' needs preference pairs (prompt/chosen/rejected); "
+                    f"method '{plan.method}' needs preference pairs (prompt/chosen/rejected); "
                     f"{len(mixed) - len(pairs)} of {len(mixed)} rows are not"
                 )
             units = pairs

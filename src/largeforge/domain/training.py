@@ -6,11 +6,71 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, TypeVar
 
+from largeforge.domain.datasets import EncodedExample, PreferencePair
 from largeforge.domain.errors import InvalidTransitionError
 from largeforge.domain.formats import DatasetSpec
 from largeforge.domain.validation import ValidationPolicy
+
+_E = TypeVar("_E", bound=StrEnum)
+
+TrainingUnit = EncodedExample | PreferencePair
+"""What a trainer consumes: an encoded conversation (SFT) or a preference pair (DPO)."""
+
+
+class TrainingMethod(StrEnum):
+    """How a run trains; each method has one trainer adapter (the container maps them)."""
+
+    SFT = "sft"  # supervised fine-tuning on conversations
+    DPO = "dpo"  # direct preference optimisation on prompt/chosen/rejected pairs
+
+    @property
+    def trains_on_pairs(self) -> bool:
+        """Whether the method consumes preference pairs rather than encoded conversations."""
+        return self is TrainingMethod.DPO
+
+    @property
+    def can_pack(self) -> bool:
+        """Whether samples may be packed into rows (`training.packing`)."""
+        return self is TrainingMethod.SFT
+
+
+class AdapterKind(StrEnum):
+    """What a run trains: a LoRA adapter, LoRA on a 4-bit base (CUDA), or every weight."""
+
+    LORA = "lora"
+    QLORA = "qlora"
+    FULL = "full"
+
+    @property
+    def writes_whole_model(self) -> bool:
+        """Full fine-tuning writes a standalone model; the others an adapter to merge."""
+        return self is AdapterKind.FULL
+
+    @property
+    def quantized_base(self) -> bool:
+        return self is AdapterKind.QLORA
+
+
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+
+
+@dataclass(frozen=True, slots=True)
+class DpoOptions:
+    """The `dpo:` option group: only DPO runs read it."""
+
+    beta: float = 0.1  # strength of the KL penalty to the reference
+    loss_type: str = "sigmoid"  # sigmoid (DPO), ipo or hinge
+    precompute_ref_log_probs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"dpo beta must be positive, got {self.beta}")
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(
+                f"dpo loss_type must be one of {', '.join(DPO_LOSS_TYPES)}, got {self.loss_type!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +110,9 @@ class TrainingPlan:
     eval_steps: int = 0  # evaluate every N steps (0: only before and after training)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping (0: off)
     keep_checkpoints: int = 2
-    method: str = "sft"  # "sft" or "dpo"
-    adapter: str = "lora"  # "lora", "qlora" (4-bit base, CUDA) or "full"
-    dpo_beta: float = 0.1
-    dpo_precompute_ref_log_probs: bool = False
+    method: TrainingMethod = TrainingMethod.SFT
+    adapter: AdapterKind = AdapterKind.LORA
+    dpo: DpoOptions = field(default_factory=DpoOptions)
     max_steps: int = 30
     epochs: float = 1.0
     batch_size: int = 4
@@ -69,10 +128,9 @@ class TrainingPlan:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise ValueError("a training plan needs at least one dataset")
-        if self.method not in {"sft", "dpo"}:
-            raise ValueError(f"method must be 'sft' or 'dpo', got {self.method!r}")
-        if self.adapter not in {"lora", "qlora", "full"}:
-            raise ValueError(f"adapter must be 'lora', 'qlora' or 'full', got {self.adapter!r}")
+        # Plain strings (older run.json files, callers) become the enums, or a clear error.
+        object.__setattr__(self, "method", _member(TrainingMethod, self.method, "method"))
+        object.__setattr__(self, "adapter", _member(AdapterKind, self.adapter, "adapter"))
         if self.early_stopping_patience and not (
             self.eval_steps and self.save_steps and self.save_steps % self.eval_steps == 0
         ):
@@ -82,8 +140,6 @@ class TrainingPlan:
             )
         if self.save_steps < 0 or self.keep_checkpoints < 1:
             raise ValueError("save_steps must be >= 0 and keep_checkpoints >= 1")
-        if self.dpo_beta <= 0:
-            raise ValueError(f"dpo beta must be positive, got {self.dpo_beta}")
         if self.train_on not in {"all", "last"}:
             raise ValueError(f"train_on must be 'all' or 'last', got {self.train_on!r}")
         if self.batch_size <= 0 or self.gradient_accumulation_steps <= 0:
@@ -94,12 +150,22 @@ class TrainingPlan:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
         if self.packing not in (True, False, "auto"):
             raise ValueError(f"packing must be true, false or 'auto', got {self.packing!r}")
-        if self.method == "dpo" and self.packing is True:
-            raise ValueError("packing applies to SFT only: set packing to false or 'auto' for DPO")
+        if self.packing is True and not self.method.can_pack:
+            raise ValueError(
+                f"packing applies to SFT only: set packing to false or 'auto' for {self.method}"
+            )
 
     @property
     def effective_batch_size(self) -> int:
         return self.batch_size * self.gradient_accumulation_steps
+
+
+def _member(kind: type[_E], value: object, what: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(repr(m.value) for m in kind)
+        raise ValueError(f"{what} must be one of {valid}, got {value!r}") from None
 
 
 PACK_BELOW = 0.25

@@ -16,6 +16,7 @@ import yaml
 from largeforge.domain.errors import ConfigError, LargeForgeError
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
 from largeforge.domain.training import (
+    DpoOptions,
     LoraSpec,
     RunState,
     StepMetrics,
@@ -64,8 +65,16 @@ def run_from_dict(data: Mapping[str, Any]) -> TrainingRun:
         too_long=TooLong(policy["too_long"]),
         clean_text=policy["clean_text"],
     )
+    dpo = dict(plan_data.pop("dpo", None) or {})
+    for legacy in ("beta", "precompute_ref_log_probs"):  # run.json before the `dpo` group
+        if f"dpo_{legacy}" in plan_data:
+            dpo[legacy] = plan_data.pop(f"dpo_{legacy}")
     plan = TrainingPlan(
-        **plan_data, datasets=datasets, validation=validation, lora=LoraSpec(**lora_data)
+        **plan_data,
+        datasets=datasets,
+        validation=validation,
+        lora=LoraSpec(**lora_data),
+        dpo=DpoOptions(**dpo),
     )
 
     def when(key: str) -> datetime | None:
@@ -115,7 +124,8 @@ class FilesystemRunStore:
         if (directory / "run.json").exists():
             raise LargeForgeError(f"run directory already exists: {directory}")
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        plain = json.loads(json.dumps(dict(config), default=str))  # enums as their values
+        _atomic_write(directory / "config.yaml", yaml.safe_dump(plain, sort_keys=False))
         self.save(run)
         latest = self._root / "latest"
         try:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from largeforge.adapters.trl import common
+from largeforge.adapters.trl import recipe, stack
+from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.application.ports import MetricsCallback
 from largeforge.domain.datasets import PreferencePair
-from largeforge.domain.training import TrainingPlan, TrainingResult
+from largeforge.domain.errors import TrainingError
+from largeforge.domain.training import TrainingPlan, TrainingResult, TrainingUnit
 
 
 def to_preference_row(pair: PreferencePair) -> dict[str, list[dict[str, str]]]:
@@ -24,8 +26,16 @@ def to_preference_row(pair: PreferencePair) -> dict[str, list[dict[str, str]]]:
     }
 
 
+def pairs(units: Sequence[TrainingUnit]) -> list[PreferencePair]:
+    """The units as preference pairs; a `TrainingError` if any is not one."""
+    wrong = [u for u in units if not isinstance(u, PreferencePair)]
+    if wrong:
+        raise TrainingError(f"DPO trains on preference pairs, got {type(wrong[0]).__name__}")
+    return [u for u in units if isinstance(u, PreferencePair)]
+
+
 class TrlDpoTrainer:
-    """`PreferenceTrainer` over TRL DPO (sigmoid loss, `beta` from the plan)."""
+    """`ModelTrainer` for `TrainingMethod.DPO` over TRL (options from the plan's `dpo` group)."""
 
     def __init__(self, device: str = "auto") -> None:
         self._device = device
@@ -34,30 +44,31 @@ class TrlDpoTrainer:
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[PreferencePair],
-        evaluation: Sequence[PreferencePair],
+        train: Sequence[TrainingUnit],
+        evaluation: Sequence[TrainingUnit],
         run_dir: str,
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
-        device, model, tokenizer = common.setup(self._device, model_dir, plan)
+        device, model, tokenizer = stack.setup(self._device, model_dir, plan)
         from datasets import Dataset  # after setup: it names a missing stack with the fix
         from trl import DPOConfig, DPOTrainer
 
-        train_ds = Dataset.from_list([to_preference_row(p) for p in train])
-        eval_ds = Dataset.from_list([to_preference_row(p) for p in evaluation])
+        train_ds = Dataset.from_list([to_preference_row(p) for p in pairs(train)])
+        eval_ds = Dataset.from_list([to_preference_row(p) for p in pairs(evaluation)])
         args = DPOConfig(
-            **common.common_arguments(plan, device, Path(run_dir) / "checkpoints"),
-            beta=plan.dpo_beta,
-            precompute_ref_log_probs=plan.dpo_precompute_ref_log_probs,
+            **common_arguments(plan, device, Path(run_dir) / "checkpoints"),
+            beta=plan.dpo.beta,
+            loss_type=[plan.dpo.loss_type],
+            precompute_ref_log_probs=plan.dpo.precompute_ref_log_probs,
         )
-        trainer = common.with_atomic_checkpoints(DPOTrainer)(
+        trainer = recipe.trainer_class(DPOTrainer)(
             model=model,
             ref_model=None,
             args=args,
             train_dataset=train_ds,
             eval_dataset=eval_ds if len(eval_ds) else None,
             processing_class=tokenizer,
-            peft_config=common.peft_config(plan),
+            peft_config=stack.peft_config(plan),
         )
-        return common.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
+        return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)

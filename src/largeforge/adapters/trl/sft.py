@@ -10,10 +10,12 @@ from typing import Any
 import structlog
 
 from largeforge.adapters.system.device import DeviceInfo
-from largeforge.adapters.trl import common
+from largeforge.adapters.trl import recipe, stack
+from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.application.ports import MetricsCallback
 from largeforge.domain.datasets import EncodedExample
-from largeforge.domain.training import TrainingPlan, TrainingResult, decide_packing
+from largeforge.domain.errors import TrainingError
+from largeforge.domain.training import TrainingPlan, TrainingResult, TrainingUnit, decide_packing
 
 
 def to_columns(examples: Sequence[EncodedExample]) -> dict[str, list[list[int]]]:
@@ -24,8 +26,17 @@ def to_columns(examples: Sequence[EncodedExample]) -> dict[str, list[list[int]]]
     }
 
 
+def encoded(units: Sequence[TrainingUnit]) -> list[EncodedExample]:
+    """The units as encoded conversations; a `TrainingError` if any is not one."""
+    wrong = [u for u in units if not isinstance(u, EncodedExample)]
+    if wrong:
+        raise TrainingError(f"SFT trains on encoded conversations, got {type(wrong[0]).__name__}")
+    return [u for u in units if isinstance(u, EncodedExample)]
+
+
 class TrlSftTrainer:
-    """`ModelTrainer` over TRL SFT. Trains exactly the masks LargeForge computed."""
+    """`ModelTrainer` for `TrainingMethod.SFT` over TRL. Trains exactly the masks LargeForge
+    computed."""
 
     def __init__(self, device: str = "auto") -> None:
         self._device = device
@@ -34,23 +45,24 @@ class TrlSftTrainer:
         self,
         plan: TrainingPlan,
         model_dir: str,
-        train: Sequence[EncodedExample],
-        evaluation: Sequence[EncodedExample],
+        train: Sequence[TrainingUnit],
+        evaluation: Sequence[TrainingUnit],
         run_dir: str,
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
-        device = common.start(self._device)
+        device = stack.start(self._device)
+        train, evaluation = encoded(train), encoded(evaluation)
         plan = self.resolve_packing(plan, train, device)
         pack = plan.packing is True
-        model, tokenizer = common.load_model_and_tokenizer(model_dir, device, plan)
+        model, tokenizer = stack.load_model_and_tokenizer(model_dir, device, plan)
         from datasets import Dataset  # after setup: it names a missing stack with the fix
         from trl import SFTConfig, SFTTrainer
 
         train_ds = Dataset.from_dict(to_columns(train))
         eval_ds = Dataset.from_dict(to_columns(evaluation))
         args = SFTConfig(
-            **common.common_arguments(plan, device, Path(run_dir) / "checkpoints"),
+            **common_arguments(plan, device, Path(run_dir) / "checkpoints"),
             # Packing: best-fit decreasing into max_length rows, padding-free, with position ids
             # restarting per sample so that packed samples do not attend to each other.
             packing=pack,
@@ -59,24 +71,24 @@ class TrlSftTrainer:
             # Without packing, batches of similar lengths: far less padding (2x faster here).
             train_sampling_strategy="random" if pack else "group_by_length",
         )
-        trainer = common.with_atomic_checkpoints(SFTTrainer)(
+        trainer = recipe.trainer_class(SFTTrainer)(
             model=model,
             args=args,
             train_dataset=train_ds,
             eval_dataset=eval_ds if len(eval_ds) else None,
             processing_class=tokenizer,
-            peft_config=common.peft_config(plan),
+            peft_config=stack.peft_config(plan),
         )
         if pack:
             log_packing(trainer.train_dataset, plan.max_length)
-        return common.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
+        return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
 
     @staticmethod
     def resolve_packing(
-        plan: TrainingPlan, train: Sequence[EncodedExample], device: DeviceInfo
+        plan: TrainingPlan, train: Sequence[TrainingUnit], device: DeviceInfo
     ) -> TrainingPlan:
         """The plan with `packing: auto` decided for these samples on `device` (logged)."""
-        lengths = [e.length for e in train]
+        lengths = [e.length for e in encoded(train)]
         decision = decide_packing(plan.packing, lengths, plan.max_length, not device.is_cpu)
         structlog.get_logger(__name__).info(
             "packing", enabled=decision.pack, reason=decision.reason

@@ -92,7 +92,7 @@ def run_training(
                 f"  eval reward margin: {_fmt(result.eval_reward_margin_before)} -> "
                 f"{_fmt(result.eval_reward_margin_after)}"
             )
-        kind = "model" if outcome.run.plan.adapter == "full" else "adapter"
+        kind = "model" if outcome.run.plan.adapter.writes_whole_model else "adapter"
         print(f"  {kind}: {result.adapter_dir}")
     if outcome.run.merged_dir:
         print(f"  merged model: {outcome.run.merged_dir}")

@@ -1,0 +1,119 @@
+"""The training stack: check it is installed, pick the device, load the model (QLoRA too)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from largeforge.adapters.hf import packed_attention
+from largeforge.adapters.system.device import DeviceInfo, detect_device
+from largeforge.domain.errors import BackendUnavailableError
+from largeforge.domain.training import AdapterKind, LoraSpec, TrainingPlan
+
+
+def require_training_stack() -> None:
+    """`BackendUnavailableError` naming the fix when torch, transformers, trl or peft is missing."""
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        import trl  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise BackendUnavailableError(
+            f"training needs torch, transformers, trl and peft ({exc.name} is missing): "
+            "run `make install`"
+        ) from exc
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and info logs (ours say what is happening)."""
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    disable_progress_bar()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def start(requested_device: str) -> DeviceInfo:
+    """What every trainer does first: check the stack, quiet the libraries, pick the device."""
+    require_training_stack()
+    quiet_libraries()
+    return detect_device(requested_device)
+
+
+def setup(requested_device: str, model_dir: str, plan: TrainingPlan) -> tuple[DeviceInfo, Any, Any]:
+    """`start`, then load the model and tokenizer. Returns (device, model, tokenizer)."""
+    device = start(requested_device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device, plan)
+    return device, model, tokenizer
+
+
+def load_model_and_tokenizer(
+    model_dir: str, device: DeviceInfo, plan: TrainingPlan
+) -> tuple[Any, Any]:
+    """The model (4-bit for QLoRA) and its tokenizer, with a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quantization = check_qlora(device) if plan.adapter.quantized_base else None
+    # Packed rows: per-sample attention instead of a block-diagonal mask over the whole batch.
+    attention = {"attn_implementation": packed_attention.register()} if plan.packing is True else {}
+    torch.manual_seed(plan.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, quantization_config=quantization, dtype=torch.bfloat16, **attention
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=device.torch_dtype(), **attention
+        )
+    return model, tokenizer
+
+
+def lora_config(spec: LoraSpec) -> Any:
+    """PEFT's `LoraConfig` for `spec` (DoRA when `use_dora`)."""
+    from peft import LoraConfig
+
+    targets: str | list[str]
+    targets = "all-linear" if spec.target_modules == ("all-linear",) else list(spec.target_modules)
+    return LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+        use_dora=spec.use_dora,
+    )
+
+
+def peft_config(plan: TrainingPlan) -> Any:
+    """The LoRA config for adapter runs; None for full fine-tuning."""
+    return None if plan.adapter is AdapterKind.FULL else lora_config(plan.lora)
+
+
+def check_qlora(device: DeviceInfo) -> Any:
+    """The 4-bit quantization config QLoRA loads the base with; a clear error where it can't run."""
+    import importlib.util
+
+    if device.kind != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
+        raise BackendUnavailableError(
+            "adapter 'qlora' needs a CUDA GPU and bitsandbytes (pip install bitsandbytes); "
+            f"this machine has {device.kind}: use adapter 'lora' instead"
+        )
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
