@@ -57,6 +57,7 @@ class ReplicaScript:
     retry_after: float | None = None
     fail_after_chunks: int | None = None  # break the stream after this many chunks
     delay_s: float = 0.0
+    hold: bool = False  # never answer (until the request is cancelled)
     chunks: int = 3
 
 
@@ -67,6 +68,7 @@ class FakeExpertClient:
     spec: ReplicaSpec
     script: ReplicaScript = field(default_factory=ReplicaScript)
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on each request
     closed: bool = False
 
     def _check(self, health: bool = False) -> None:
@@ -88,6 +90,9 @@ class FakeExpertClient:
 
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.received.append((path, dict(body)))
+        self.arrived.set()
+        if self.script.hold:
+            await asyncio.Event().wait()
         if self.script.delay_s:
             await asyncio.sleep(self.script.delay_s)
         self._check()
@@ -104,6 +109,7 @@ class FakeExpertClient:
         self, path: str, body: Mapping[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
         self.received.append((path, dict(body)))
+        self.arrived.set()
         self._check()
         for i in range(self.script.chunks):
             if self.script.fail_after_chunks is not None and i >= self.script.fail_after_chunks:

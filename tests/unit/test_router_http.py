@@ -160,3 +160,35 @@ def test_admin_adds_drains_and_removes_replicas(replicas: FakeReplicas) -> None:
             for r in client.get("/router/experts", headers=user).json()["experts"][0]["replicas"]
         ]
         assert names == ["code-1", "code-2"]
+
+
+def test_health_is_503_when_no_replica_of_the_default_expert_is_healthy(
+    replicas: FakeReplicas,
+) -> None:
+    app = router_app(replicas)
+    with TestClient(app) as client:  # the startup health check finds everyone healthy
+        healthy = client.get("/health")
+        assert healthy.status_code == 200
+        assert healthy.json()["status"] == "ok"
+    for name, fake in replicas.clients.items():
+        fake.script.down = name.startswith("general")
+    with TestClient(app) as client:  # the startup check now finds the default expert down
+        degraded = client.get("/health")
+        assert degraded.status_code == 503
+        body = degraded.json()
+        assert body["status"] == "degraded"
+        assert body["healthy_replicas"]["general"] == 0
+        assert body["healthy_replicas"]["code"] == 2
+
+
+def test_admin_on_an_unknown_replica_or_expert_is_404(replicas: FakeReplicas) -> None:
+    admin = {"Authorization": "Bearer admin-secret"}
+    with TestClient(router_app(replicas, admin_keys=["admin-secret"])) as client:
+        for path in (
+            "/router/experts/code/replicas/nope/drain",
+            "/router/experts/nope/replicas/code-1/resume",
+        ):
+            response = client.post(path, headers=admin)
+            assert response.status_code == 404, path
+            assert "nope" in response.json()["error"]["message"]
+        assert client.delete("/router/experts/nope/replicas/x", headers=admin).status_code == 404

@@ -23,11 +23,19 @@ from tests.router_fakes import FakeReplicas
 
 
 class Clock:
+    """A fake monotonic clock; `sleep` advances it instead of waiting, and records the wait."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # let other tasks run, as a real sleep would
 
 
 def expert(name: str, keywords: dict[str, float], replicas: int) -> Expert:
@@ -40,6 +48,7 @@ def expert(name: str, keywords: dict[str, float], replicas: int) -> Expert:
 def build(
     max_wait_s: float = 0.0, clock: Clock | None = None
 ) -> tuple[RouterService, FakeReplicas]:
+    clock = clock or Clock()
     policy = RoutingPolicy(
         (expert("code", {"python": 1.0}, 2), expert("math", {"integral": 1.0}, 2),
          expert("general", {}, 1)),
@@ -50,11 +59,11 @@ def build(
         policy,
         replicas,
         BreakerPolicy(failure_threshold=2, base_backoff_s=10),
-        clock=clock or Clock(),
+        clock=clock,
     )
     service = RouterService(
         "auto", KeywordClassifier(policy), manager, RoundRobin(), max_wait_s=max_wait_s,
-        clock=clock or Clock(),
+        clock=clock, sleep=clock.sleep,
     )  # fmt: skip
     return service, replicas
 
@@ -140,35 +149,61 @@ def test_nothing_available_is_503_with_retry_after() -> None:
     assert 1 <= info.value.retry_after <= 10  # breakers reopen within their 10 s back-off
 
 
+def open_every_breaker(service: RouterService) -> None:
+    """Two failures each: every breaker opens for its 10 s base back-off."""
+    for expert_name, name in (
+        ("code", "code-1"), ("code", "code-2"), ("math", "math-1"), ("math", "math-2"),
+        ("general", "general-1"),
+    ):  # fmt: skip
+        breaker = service.manager.find(expert_name, name).state.breaker
+        breaker.record_failure(None)
+        breaker.record_failure(None)
+        assert breaker.state is BreakerState.OPEN
+
+
 def test_waits_for_a_breaker_to_half_open_then_probes() -> None:
     """Every breaker is open: the router waits (bounded) for the first to half-open."""
-    service2, _replicas = build_real_clock(max_wait_s=2.0)
-    for expert_name, name in (("code", "code-1"), ("code", "code-2"), ("general", "general-1")):
-        breaker = service2.manager.find(expert_name, name).state.breaker
-        breaker.record_failure(None, retry_after=0.3)
-        breaker.record_failure(None, retry_after=0.3)
-        assert breaker.state is BreakerState.OPEN
-    routed, _payload = ask(service2, "python")
+    clock = Clock()
+    service, _replicas = build(max_wait_s=15.0, clock=clock)
+    open_every_breaker(service)
+    routed, _payload = ask(service, "python")
+    assert clock.slept == [10.0]  # waited exactly until the breakers half-opened
     assert routed.expert == "code"
-    breaker = service2.manager.find("code", routed.replica).state.breaker
+    breaker = service.manager.find("code", routed.replica).state.breaker
     assert breaker.state is BreakerState.CLOSED  # the probe succeeded
 
 
-def build_real_clock(max_wait_s: float) -> tuple[RouterService, FakeReplicas]:
-    import time
+def test_waits_then_answers_503_when_the_probes_fail() -> None:
+    """The wait-then-503 path: every breaker half-opens within max_wait_s, every probe fails,
+    and the router answers `NoReplicaAvailableError` (503) instead of waiting again."""
+    clock = Clock()
+    service, replicas = build(max_wait_s=15.0, clock=clock)
+    open_every_breaker(service)
+    for name in ("code-1", "code-2", "general-1"):
+        replicas.script(name).down = True
+    with pytest.raises(NoReplicaAvailableError) as info:
+        ask(service, "python")
+    assert clock.slept == [10.0]  # one wait for the half-open, then no more
+    probes = {
+        name: (service.manager.find(e, name).requests, service.manager.find(e, name).failures)
+        for e, name in (("code", "code-1"), ("code", "code-2"), ("general", "general-1"))
+    }
+    assert probes == {"code-1": (1, 1), "code-2": (1, 1), "general-1": (1, 1)}  # probed once
+    assert info.value.retry_after >= 1
+    for name in ("code-1", "code-2"):
+        handle = service.manager.find("code", name)
+        assert handle.state.breaker.state is BreakerState.OPEN  # the failed probe reopened it
+        assert handle.state.outstanding == 0
 
-    policy = RoutingPolicy(
-        (expert("code", {"python": 1.0}, 2), expert("general", {}, 1)), "general"
-    )
-    replicas = FakeReplicas()
-    manager = ExpertManager(
-        policy, replicas, BreakerPolicy(failure_threshold=2, base_backoff_s=0.3)
-    )
-    service = RouterService(
-        "auto", KeywordClassifier(policy), manager, RoundRobin(), max_wait_s=max_wait_s,
-        clock=time.monotonic,
-    )  # fmt: skip
-    return service, replicas
+
+def test_gives_up_at_once_when_no_breaker_half_opens_within_max_wait() -> None:
+    clock = Clock()
+    service, _replicas = build(max_wait_s=2.0, clock=clock)
+    open_every_breaker(service)
+    with pytest.raises(NoReplicaAvailableError) as info:
+        ask(service, "python")
+    assert clock.slept == []
+    assert info.value.retry_after == 10
 
 
 def collect(
@@ -208,14 +243,58 @@ def test_stream_fails_over_before_the_first_chunk_only() -> None:
     assert handle.state.outstanding == 0
 
 
+def test_a_stream_fails_over_to_the_default_expert() -> None:
+    service, replicas = build()
+    replicas.script("code-1").down = True
+    replicas.script("code-2").status = 503
+    routed, chunks, error = collect(service, "python")
+    assert error is None
+    assert (routed.expert, routed.replica, routed.attempts) == ("general", "general-1", 3)
+    assert routed.fallback
+    assert [c["model"] for c in chunks] == ["general"] * 3
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == [
+        "general-1:0 ", "general-1:1 ", "general-1:2 "
+    ]  # fmt: skip
+    for expert_name, name in (("code", "code-1"), ("code", "code-2"), ("general", "general-1")):
+        handle = service.manager.find(expert_name, name)
+        assert handle.state.outstanding == 0
+        assert handle.requests == 1
+    assert service.manager.find("code", "code-1").failures == 1
+    assert service.manager.find("general", "general-1").failures == 0
+
+
+def test_every_path_closes_its_attempt_once() -> None:
+    """Answered, streamed to the end, and failed attempts each leave one verdict: no request
+    stays outstanding and the latency is recorded; a stream the client left gets none."""
+    service, _replicas = build()
+    ask(service, "python")  # code-1 answers
+    collect(service, "python")  # code-2 streams to the end
+    for name in ("code-1", "code-2"):
+        handle = service.manager.find("code", name)
+        assert (handle.requests, handle.state.outstanding) == (1, 0)
+        assert handle.state.ewma_latency_s is not None
+        assert handle.state.breaker.snapshot().consecutive_failures == 0
+
+    async def leave_after_one_chunk() -> None:
+        decision = service.decide("auto", [("user", "python")])
+        _routed, chunks = await service.stream("/chat/completions", chat("python"), decision)
+        await anext(chunks)
+        await chunks.aclose()  # the client went away
+
+    asyncio.run(leave_after_one_chunk())
+    handle = service.manager.find("code", "code-1")
+    assert (handle.requests, handle.state.outstanding, handle.failures) == (2, 0, 0)
+    assert handle.state.breaker.state is BreakerState.CLOSED
+
+
 def test_outstanding_returns_to_zero_when_a_request_is_cancelled() -> None:
     service, replicas = build()
-    replicas.script("code-1").delay_s = 5
+    replicas.script("code-1").hold = True
 
     async def run() -> None:
         decision = service.decide("auto", [("user", "python")])
         task = asyncio.create_task(service.post("/chat/completions", chat("python"), decision))
-        await asyncio.sleep(0.05)
+        await replicas.clients["code-1"].arrived.wait()  # the request reached the replica
         assert service.manager.find("code", "code-1").state.outstanding == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

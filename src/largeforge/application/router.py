@@ -9,21 +9,28 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from largeforge.application.classifiers import QueryClassifier
 from largeforge.application.experts import ExpertManager, ReplicaHandle
-from largeforge.domain.errors import ModelNotServedError, NoReplicaAvailableError, ReplicaError
+from largeforge.domain.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ModelNotServedError,
+    NoReplicaAvailableError,
+    ReplicaError,
+)
 from largeforge.domain.load_balancing import BalancingStrategy, choose_replica
-from largeforge.domain.routing import RouteDecision, RouteStage, query_text
+from largeforge.domain.routing import ReplicaSpec, RouteDecision, RouteStage, query_text
 
 log = structlog.get_logger(__name__)
 
 Chunks = AsyncGenerator[dict[str, Any], None]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class RouterService:
         *,
         max_wait_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.name = name
         self.classifier = classifier
@@ -65,6 +73,7 @@ class RouterService:
         self.strategy = strategy
         self._max_wait = max_wait_s
         self._clock = clock
+        self._sleep = sleep
 
     def models(self) -> tuple[str, ...]:
         """Model ids clients may send: the router's name, then every expert by name."""
@@ -78,94 +87,113 @@ class RouterService:
             raise ModelNotServedError(model, self.models())
         return self.classifier.classify(query_text(messages, self.manager.policy.route_on))
 
+    def health(self) -> tuple[bool, dict[str, int]]:
+        """Whether some replica of the default expert is healthy, and healthy replicas by expert."""
+        healthy = {
+            e: sum(h.state.healthy for h in self.manager.replicas(e)) for e in self.manager.experts
+        }
+        return healthy[self.manager.policy.default_expert] > 0, healthy
+
+    def describe(self) -> dict[str, Any]:
+        """The router, its classifier and strategy, and every expert's replicas' state."""
+        return {
+            "router": self.name,
+            "classifier": self.classifier.name,
+            "strategy": self.strategy.name,
+            "default_expert": self.manager.policy.default_expert,
+            "experts": self.manager.describe(),
+        }
+
+    def replicas(self) -> list[ReplicaHandle]:
+        """Every replica of every expert (a snapshot)."""
+        return [h for e in self.manager.experts for h in self.manager.replicas(e)]
+
+    def add_replica(self, expert: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Admin: send the expert's traffic to a new remote replica too (`url`, and optionally
+        `name`, `model`, `weight`, `api_key`). Raises `InvalidRequestError` for a bad one."""
+        try:
+            index = len(self.manager.replicas(expert)) + 1
+            spec = ReplicaSpec(
+                name=str(fields.get("name") or f"{expert}-{index}"),
+                url=fields.get("url"),
+                local=None,
+                model=fields.get("model"),
+                weight=float(fields.get("weight", 1.0)),
+                api_key=fields.get("api_key"),
+            )
+            return self.manager.add_replica(expert, spec).describe()
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise InvalidRequestError(str(exc)) from None
+
+    def drain(self, expert: str, name: str, draining: bool = True) -> dict[str, Any]:
+        """Admin: stop (or resume) new requests to a replica. `ConfigError` when unknown."""
+        return self.manager.drain(expert, name, draining).describe()
+
+    async def remove_replica(self, expert: str, name: str) -> None:
+        """Admin: drain a replica, wait for its requests in flight, forget it."""
+        self.manager.find(expert, name)
+        await self.manager.remove_replica(expert, name)
+
+    async def check_health(self) -> None:
+        """Check every replica once."""
+        await self.manager.check_health()
+
+    async def run_health_checks(self, interval_s: float) -> None:
+        """Check every replica each `interval_s` until cancelled."""
+        await self.manager.run_health_checks(interval_s)
+
+    async def aclose(self) -> None:
+        """Close every replica's client."""
+        await self.manager.aclose()
+
     async def post(
         self, path: str, body: Mapping[str, Any], decision: RouteDecision
     ) -> tuple[Routed, dict[str, Any]]:
         """A non-streamed request, failing over until a replica answers."""
-        tried: set[tuple[str, str]] = set()
-        while True:
-            expert, handle, started = await self._begin(decision, tried)
-            try:
-                payload = await handle.client.post(path, await _retarget(body, handle))
-            except ReplicaError as exc:
-                handle.state.finish(self._clock() - started)
-                self._failed(handle, exc)
-                if exc.is_client_error:
-                    raise
-                continue
-            except BaseException:  # cancelled (the client left) or a bug: no verdict
-                handle.state.finish(None)
-                handle.state.breaker.release()
-                raise
-            handle.state.finish(self._clock() - started)
-            handle.state.breaker.record_success()
-            payload["model"] = expert
-            return Routed(decision, expert, handle.name, len(tried)), payload
+
+        async def call(handle: ReplicaHandle) -> dict[str, Any]:
+            return await handle.client.post(path, await _retarget(body, handle))
+
+        routed, attempt, payload = await self._first_answer(decision, call)
+        attempt.close(None)
+        payload["model"] = routed.expert
+        return routed, payload
 
     async def stream(
         self, path: str, body: Mapping[str, Any], decision: RouteDecision
     ) -> tuple[Routed, Chunks]:
         """A streamed request. The first chunk is awaited here, so a replica that fails before
         it is replaced by another; a failure later ends the stream by raising `ReplicaError`."""
+
+        async def call(handle: ReplicaHandle) -> tuple[dict[str, Any] | None, Chunks]:
+            chunks = handle.client.stream(path, await _retarget(body, handle))
+            try:
+                return await anext(chunks, None), chunks
+            except BaseException:
+                await chunks.aclose()
+                raise
+
+        routed, attempt, (first, chunks) = await self._first_answer(decision, call)
+        return routed, _relay(routed.expert, attempt, first, chunks)
+
+    async def _first_answer(
+        self, decision: RouteDecision, call: Callable[[ReplicaHandle], Awaitable[R]]
+    ) -> tuple[Routed, ReplicaAttempt, R]:
+        """`call` on replicas in order until one answers: a replica error moves on to the next,
+        a refusal of the request itself (or a cancellation) is raised. The answering attempt is
+        returned open: the caller closes it with the verdict once the answer is complete."""
         tried: set[tuple[str, str]] = set()
         while True:
-            expert, handle, started = await self._begin(decision, tried)
-            chunks: Chunks | None = None
+            expert, handle = await self._admit(decision, tried)
+            attempt = ReplicaAttempt(handle, self._clock, self._failed)
             try:
-                chunks = handle.client.stream(path, await _retarget(body, handle))
-                first = await anext(chunks, None)
-            except ReplicaError as exc:
-                handle.state.finish(self._clock() - started)
-                self._failed(handle, exc)
-                if chunks is not None:
-                    await chunks.aclose()
-                if exc.is_client_error:
-                    raise
-                continue
-            except BaseException:
-                handle.state.finish(None)
-                handle.state.breaker.release()
-                if chunks is not None:
-                    await chunks.aclose()
+                result = await call(handle)
+            except BaseException as exc:
+                attempt.close(exc)
+                if isinstance(exc, ReplicaError) and not exc.is_client_error:
+                    continue
                 raise
-            routed = Routed(decision, expert, handle.name, len(tried))
-            return routed, self._relay(expert, handle, first, chunks, started)
-
-    async def _relay(
-        self,
-        expert: str,
-        handle: ReplicaHandle,
-        first: dict[str, Any] | None,
-        chunks: Chunks,
-        started: float,
-    ) -> Chunks:
-        finished = False
-        try:
-            chunk = first
-            while chunk is not None:
-                chunk["model"] = expert
-                yield chunk
-                chunk = await anext(chunks, None)
-            finished = True
-            handle.state.breaker.record_success()
-        except ReplicaError as exc:
-            finished = True
-            self._failed(handle, exc)
-            raise
-        finally:
-            handle.state.finish(self._clock() - started if finished else None)
-            if not finished:  # the client went away: no verdict on the replica
-                handle.state.breaker.release()
-            await chunks.aclose()
-
-    async def _begin(
-        self, decision: RouteDecision, tried: set[tuple[str, str]]
-    ) -> tuple[str, ReplicaHandle, float]:
-        """Admit the next replica and count the request as outstanding on it."""
-        expert, handle = await self._admit(decision, tried)
-        handle.state.start()
-        handle.requests += 1
-        return expert, handle, self._clock()
+            return Routed(decision, expert, handle.name, len(tried)), attempt, result
 
     async def _admit(
         self, decision: RouteDecision, tried: set[tuple[str, str]]
@@ -194,7 +222,7 @@ class RouterService:
                     f"({len(tried)} tried)",
                     retry_after=max(1, retry),
                 )
-            await asyncio.sleep(max(wait, 0.01))
+            await self._sleep(max(wait, 0.01))
 
     def _next_opening(self, order: Sequence[str], tried: set[tuple[str, str]]) -> float | None:
         """Seconds until an untried, healthy, non-draining replica's breaker half-opens."""
@@ -222,6 +250,67 @@ class RouterService:
             error=str(exc),
             breaker=breaker.state.value,
         )
+
+
+class ReplicaAttempt:
+    """One try of a request on one replica, from admission (its breaker slot already taken) to
+    one verdict: counted as outstanding and as a request on creation; `close` records the
+    latency and the outcome exactly once, whichever path (answer, stream, failure) ends it."""
+
+    def __init__(
+        self,
+        handle: ReplicaHandle,
+        clock: Callable[[], float],
+        on_failure: Callable[[ReplicaHandle, ReplicaError], None],
+    ) -> None:
+        self.handle = handle
+        self._clock = clock
+        self._on_failure = on_failure
+        self._started = clock()
+        self._closed = False
+        handle.state.start()
+        handle.requests += 1
+
+    def close(self, outcome: BaseException | None) -> None:
+        """None: the replica answered in full. A `ReplicaError`: it failed (or refused the
+        request, which is no fault of the replica). Anything else (cancelled, the client left,
+        a bug): no verdict, the breaker slot is given back."""
+        if self._closed:
+            return
+        self._closed = True
+        state = self.handle.state
+        if outcome is None:
+            state.finish(self._clock() - self._started)
+            state.breaker.record_success()
+        elif isinstance(outcome, ReplicaError):
+            state.finish(self._clock() - self._started)
+            self._on_failure(self.handle, outcome)
+        else:
+            state.finish(None)
+            state.breaker.release()
+
+
+class _AbandonedError(Exception):
+    """The stream's consumer went away before the end (no verdict on the replica)."""
+
+
+async def _relay(
+    expert: str, attempt: ReplicaAttempt, first: dict[str, Any] | None, chunks: Chunks
+) -> Chunks:
+    outcome: BaseException | None = _AbandonedError()
+    try:
+        chunk = first
+        while chunk is not None:
+            chunk["model"] = expert
+            yield chunk
+            chunk = await anext(chunks, None)
+        outcome = None
+    except ReplicaError as exc:
+        outcome = exc
+        raise
+    finally:
+        attempt.close(outcome)
+        await chunks.aclose()
 
 
 async def _retarget(body: Mapping[str, Any], handle: ReplicaHandle) -> dict[str, Any]:

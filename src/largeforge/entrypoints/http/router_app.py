@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from largeforge.domain.errors import (
     NoReplicaAvailableError,
     ReplicaError,
 )
-from largeforge.domain.routing import ReplicaSpec, RouteDecision
+from largeforge.domain.routing import RouteDecision
 from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guards
 from largeforge.entrypoints.http.errors import EXCEPTION_HANDLERS, describe
 from largeforge.entrypoints.http.responses import DONE, sse
@@ -46,13 +46,7 @@ def _routing(state: State) -> Routing:
 @get("/health", sync_to_thread=False)
 def health(state: State) -> Response[dict[str, Any]]:
     """200 while some replica of the default expert is healthy, else 503."""
-    service = _routing(state).service
-    default = service.manager.policy.default_expert
-    healthy = {
-        e: sum(h.state.healthy for h in service.manager.replicas(e))
-        for e in service.manager.experts
-    }
-    ok = healthy[default] > 0
+    ok, healthy = _routing(state).service.health()
     body = {"status": "ok" if ok else "degraded", "healthy_replicas": healthy}
     return Response(body, status_code=200 if ok else 503)
 
@@ -94,14 +88,7 @@ async def completions(request: Request[Any, Any, Any], state: State) -> Response
 @get("/experts", sync_to_thread=False)
 def experts(state: State) -> dict[str, Any]:
     """Experts, replicas, breaker states, outstanding requests and latency."""
-    service = _routing(state).service
-    return {
-        "router": service.name,
-        "classifier": service.classifier.name,
-        "strategy": service.strategy.name,
-        "default_expert": service.manager.policy.default_expert,
-        "experts": service.manager.describe(),
-    }
+    return _routing(state).service.describe()
 
 
 @post("/experts/{expert:str}/replicas", status_code=201)
@@ -111,51 +98,39 @@ async def add_replica(expert: str, request: Request[Any, Any, Any], state: State
     body = await _json(request)
     if not isinstance(body, dict):
         raise InvalidRequestError("expected a JSON object describing the replica")
-    manager = routing.service.manager
-    index = len(manager.replicas(expert)) + 1
-    try:
-        spec = ReplicaSpec(
-            name=str(body.get("name") or f"{expert}-{index}"),
-            url=body.get("url"),
-            local=None,
-            model=body.get("model"),
-            weight=float(body.get("weight", 1.0)),
-            api_key=body.get("api_key"),
-        )
-        handle = manager.add_replica(expert, spec)
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise InvalidRequestError(str(exc)) from None
-    return handle.describe()
+    return routing.service.add_replica(expert, body)
 
 
 @delete("/experts/{expert:str}/replicas/{name:str}", status_code=200)
 async def remove_replica(expert: str, name: str, state: State) -> dict[str, Any]:
     """Admin: drain a replica, wait for its requests in flight, then remove it."""
-    manager = _admin(state).service.manager
-    _find(manager, expert, name)
-    await manager.remove_replica(expert, name)
+    service = _admin(state).service
+    with _not_found():
+        await service.remove_replica(expert, name)
     return {"removed": name, "expert": expert}
 
 
 @post("/experts/{expert:str}/replicas/{name:str}/drain", status_code=200)
 async def drain_replica(expert: str, name: str, state: State) -> dict[str, Any]:
     """Admin: stop sending new requests to a replica."""
-    manager = _admin(state).service.manager
-    _find(manager, expert, name)
-    return manager.drain(expert, name).describe()
+    service = _admin(state).service
+    with _not_found():
+        return service.drain(expert, name)
 
 
 @post("/experts/{expert:str}/replicas/{name:str}/resume", status_code=200)
 async def resume_replica(expert: str, name: str, state: State) -> dict[str, Any]:
     """Admin: send requests to a drained replica again."""
-    manager = _admin(state).service.manager
-    _find(manager, expert, name)
-    return manager.drain(expert, name, draining=False).describe()
+    service = _admin(state).service
+    with _not_found():
+        return service.drain(expert, name, draining=False)
 
 
-def _find(manager: Any, expert: str, name: str) -> None:
+@contextmanager
+def _not_found() -> Iterator[None]:
+    """An unknown expert or replica (`ConfigError` from the use case) is a 404."""
     try:
-        manager.find(expert, name)
+        yield
     except ConfigError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
 
@@ -280,15 +255,15 @@ def create_router_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await service.manager.check_health()
-        task = asyncio.create_task(service.manager.run_health_checks(health_interval_s))
+        await service.check_health()
+        task = asyncio.create_task(service.run_health_checks(health_interval_s))
         try:
             yield
         finally:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-            await service.manager.aclose()
+            await service.aclose()
 
     v1 = Router(
         path="/v1",

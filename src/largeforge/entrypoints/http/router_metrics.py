@@ -97,13 +97,11 @@ class _ReplicaCollector(Collector):
             "Moving average (EWMA) of the replica's request latency.",
             labels=labels,
         )
-        manager = self._service.manager
-        for expert in manager.experts:
-            for handle in manager.replicas(expert):
-                key = [expert, handle.name]
-                breaker.add_metric(key, BREAKER_VALUES[handle.state.breaker.state])
-                outstanding.add_metric(key, float(handle.state.outstanding))
-                healthy.add_metric(key, 1.0 if handle.state.healthy else 0.0)
-                if handle.state.ewma_latency_s is not None:
-                    latency.add_metric(key, handle.state.ewma_latency_s)
+        for handle in self._service.replicas():
+            key = [handle.expert, handle.name]
+            breaker.add_metric(key, BREAKER_VALUES[handle.state.breaker.state])
+            outstanding.add_metric(key, float(handle.state.outstanding))
+            healthy.add_metric(key, 1.0 if handle.state.healthy else 0.0)
+            if handle.state.ewma_latency_s is not None:
+                latency.add_metric(key, handle.state.ewma_latency_s)
         yield from (breaker, outstanding, healthy, latency)
