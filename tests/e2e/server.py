@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 
 
-def largeforge(*args: str) -> list[str]:
-    """The argv that runs the `largeforge` CLI with this interpreter."""
-    return [sys.executable, "-m", "largeforge.entrypoints.cli.main", *args]
+def largeforge(*args: str, python: str = sys.executable) -> list[str]:
+    """The argv that runs the `largeforge` CLI with `python` (this interpreter by default)."""
+    return [python, "-m", "largeforge.entrypoints.cli.main", *args]
 
 
 def cli_env() -> dict[str, str]:
@@ -30,11 +30,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def spawn(command: str, *args: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """Start `largeforge COMMAND --port PORT ARGS...`, its output appended to `log`."""
+def spawn(
+    command: str, *args: str, port: int, log: Path, python: str = sys.executable
+) -> subprocess.Popen[bytes]:
+    """Start `largeforge COMMAND --port PORT ARGS...` with `python`; output appended to `log`."""
     with log.open("a") as out:
         return subprocess.Popen(
-            largeforge(*command.split(), "--port", str(port), *args),
+            largeforge(*command.split(), "--port", str(port), *args, python=python),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=cli_env(),
@@ -69,10 +71,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_server(*args: str, log: Path, timeout: float = 240) -> Iterator[str]:
-    """Yield the base URL once `/health` answers 200; stop the server afterwards."""
+def running_server(
+    *args: str, log: Path, timeout: float = 240, python: str = sys.executable
+) -> Iterator[str]:
+    """Yield the base URL once `/health` answers 200; stop the server afterwards.
+
+    `python` is the interpreter that serves (another environment's, e.g. .venv-vllm's).
+    """
     port = free_port()
-    process = spawn("serve", *args, port=port, log=log)
+    process = spawn("serve", *args, port=port, log=log, python=python)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(process, base, log, timeout)

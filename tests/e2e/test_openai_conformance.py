@@ -1,14 +1,15 @@
 """OpenAI-compatibility cases with the official `openai` client against a real server process.
 
-Parametrized over the engines: `transformers` always; `vllm` where the vllm extra is installed.
+Parametrized over the engines: `transformers`, and `vllm` served from the `.venv-vllm` environment
+that `make test` builds (see tests/e2e/vllm_env.py: a missing environment fails, it does not skip).
 The model is the tiny random Llama, so the cases check the protocol, not the prose.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,10 @@ import openai
 import pytest
 
 from tests.e2e.server import running_server
+from tests.e2e.vllm_env import vllm_python
 
 KEY = "sk-conformance"
-ENGINES = [
-    "transformers",
-    pytest.param(
-        "vllm",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("vllm") is None, reason="the vllm extra is not installed"
-        ),
-    ),
-]
+ENGINES = ["transformers", "vllm"]
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
@@ -44,10 +38,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(
     request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
+    python = vllm_python() if request.param == "vllm" else sys.executable
     log = tmp_path_factory.mktemp("serve") / f"{request.param}.log"
     args = ("--model", str(tiny_model_dir), "--served-model-name", "tiny", "--api-key", KEY)
     args += ("--backend", request.param, "--max-model-len", "256", "--max-num-seqs", "4")
-    with running_server(*args, log=log) as base:
+    with running_server(*args, log=log, python=python) as base:
         yield base, request.param
 
 
@@ -151,6 +146,32 @@ def test_echo_returns_prompt_logprobs(client: openai.OpenAI) -> None:
     assert all(lp is not None and lp <= 0 for lp in logprobs.token_logprobs[1:])
     assert logprobs.tokens is not None
     assert len(logprobs.tokens) == reply.usage.prompt_tokens + 1  # type: ignore[union-attr]
+
+
+def test_echo_logprobs_are_the_models_own_for_every_prompt_token(
+    client: openai.OpenAI, tiny_model_dir: Path
+) -> None:
+    """What lm-evaluation-harness scores: every prompt token's log-probability, none lost."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tiny_model_dir)("The cat sat on the mat because it")
+    ids = ids["input_ids"]
+    reply = client.completions.create(
+        model="tiny", prompt=ids, max_tokens=1, echo=True, logprobs=1, temperature=0
+    )
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None
+    assert logprobs.token_logprobs is not None
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == len(ids)
+    assert len(logprobs.token_logprobs) == len(ids) + 1  # the prompt, then the generated token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    expected = torch.log_softmax(logits, dim=-1)[torch.arange(len(ids) - 1), ids[1:]]
+    assert logprobs.token_logprobs[0] is None
+    assert logprobs.token_logprobs[1 : len(ids)] == pytest.approx(expected.tolist(), abs=1e-3)
 
 
 def test_unknown_model_overflow_and_missing_key(client: openai.OpenAI, server: Any) -> None:

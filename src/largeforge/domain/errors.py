@@ -31,6 +31,10 @@ class BackendUnavailableError(LargeForgeError):
     """A required library or device is missing; the message names the fix."""
 
 
+class EngineFaultError(LargeForgeError):
+    """An inference engine returned an incomplete result: a fault of the server, not the request."""
+
+
 class InvalidRequestError(LargeForgeError):
     """A generation request is invalid; `param` names the offending parameter."""
 

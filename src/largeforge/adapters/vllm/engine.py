@@ -6,19 +6,19 @@ tokenizer here, so both engines count the same tokens and share every rule of th
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import os
+import typing
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts
+from largeforge.adapters.vllm.lora import max_lora_rank
+from largeforge.adapters.vllm.outputs import prompt_entries, step_entries
 from largeforge.application.ports import EngineLoad
 from largeforge.domain.admission import AdmissionLimits
 from largeforge.domain.errors import BackendUnavailableError
@@ -77,10 +77,8 @@ class VllmInferenceEngine(TokenizerCodec):
             max_model_len=max_model_len,
             max_num_seqs=max_num_seqs,
             enforce_eager=not torch.cuda.is_available(),
-            enable_lora=bool(adapters),
-            max_loras=max(1, len(adapters)),
-            max_lora_rank=_max_rank(adapters.values()),
             disable_log_stats=True,
+            **_lora_args(adapters),
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._context_window = int(self._engine.vllm_config.model_config.max_model_len)
@@ -125,32 +123,26 @@ class VllmInferenceEngine(TokenizerCodec):
     ) -> AsyncGenerator[TokenStep, None]:
         self._admit()
         request_id = uuid.uuid4().hex
-        finished = False
+        outputs = self._engine.generate(
+            {"prompt_token_ids": list(prompt_ids)},
+            _vllm_params(params),
+            request_id,
+            lora_request=self._lora_requests.get(adapter) if adapter else None,
+        )
         try:
-            outputs = self._engine.generate(
-                {"prompt_token_ids": list(prompt_ids)},
-                _vllm_params(params),
-                request_id,
-                lora_request=self._lora_requests.get(adapter) if adapter else None,
-            )
             async for output in outputs:
                 choice = output.outputs[0]
                 tokens = list(choice.token_ids)
-                for position, token in enumerate(tokens):
+                entries = step_entries(tokens, choice.logprobs, params.logprobs, self._texts)
+                for position, (token, entry) in enumerate(zip(tokens, entries, strict=True)):
                     last = position == len(tokens) - 1
-                    finish = None
-                    if last and output.finished:
-                        finish = _finish(choice.finish_reason)
-                        finished = True
-                    entry = None
-                    if choice.logprobs and position < len(choice.logprobs):
-                        entry = _entry(choice.logprobs[position], token, params.logprobs or 0)
+                    finish = _finish(choice.finish_reason) if last and output.finished else None
                     yield TokenStep(token, choice.text if last else "", entry, finish)
         finally:
             self._inflight -= 1
-            if not finished:  # the consumer left early: free the sequence now
-                with contextlib.suppress(Exception):
-                    await self._engine.abort(request_id)
+            # Closing vLLM's stream aborts the request if it is still running (the consumer left
+            # early or a step failed), which frees its sequence now; a failure there propagates.
+            await outputs.aclose()
 
     async def prompt_logprobs(
         self, prompt_ids: Sequence[int], top: int, adapter: str | None = None
@@ -159,21 +151,16 @@ class VllmInferenceEngine(TokenizerCodec):
 
         ids = list(prompt_ids)
         scoring = VllmParams(max_tokens=1, temperature=0.0, prompt_logprobs=max(top, 0))
-        final = None
+        scored = None
         lora = self._lora_requests.get(adapter) if adapter else None
         async for output in self._engine.generate(
             {"prompt_token_ids": ids}, scoring, uuid.uuid4().hex, lora_request=lora
         ):
-            final = output
-        entries = [TokenLogprob(self._texts(ids[0]), None, (), ids[0])] if ids else []
-        scored = (final.prompt_logprobs if final is not None else None) or []
-        for token, options in zip(ids[1:], scored[1:], strict=False):
-            entries.append(_entry(options or {}, token, top))
-        return entries
+            scored = output.prompt_logprobs if output.prompt_logprobs is not None else scored
+        return prompt_entries(ids, scored, top, self._texts)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._engine.shutdown()
+        self._engine.shutdown()
 
 
 def _vllm_params(params: SamplingParams) -> Any:
@@ -196,19 +183,6 @@ def _vllm_params(params: SamplingParams) -> Any:
     )
 
 
-def _entry(options: Mapping[int, Any], token: int, top: int) -> TokenLogprob:
-    """A `TokenLogprob` from vLLM's {token id: Logprob} map at one position."""
-    chosen = options.get(token)
-    ranked = sorted(options.items(), key=lambda item: item[1].logprob, reverse=True)
-    alternatives = tuple((_text(lp), float(lp.logprob)) for _id, lp in ranked[:top])
-    text = _text(chosen) if chosen is not None else ""
-    return TokenLogprob(text, float(chosen.logprob) if chosen else None, alternatives, token)
-
-
-def _text(logprob: Any) -> str:
-    return str(logprob.decoded_token or "")
-
-
 def _finish(reason: str | None) -> FinishReason:
     return FinishReason.LENGTH if reason == "length" else FinishReason.STOP
 
@@ -222,10 +196,15 @@ def _lora_requests(adapters: Mapping[str, str]) -> dict[str, Any]:
     return {name: LoRARequest(name, next(ids), path) for name, path in adapters.items()}
 
 
-def _max_rank(paths: Any) -> int:
-    ranks = [16]
-    for path in paths:
-        config = Path(path) / "adapter_config.json"
-        with contextlib.suppress(OSError, ValueError):
-            ranks.append(int(json.loads(config.read_text()).get("r", 16)))
-    return max(ranks)
+def _lora_args(adapters: Mapping[str, str]) -> dict[str, Any]:
+    """vLLM's LoRA settings: off without adapters, else a rank that fits each adapter's own."""
+    if not adapters:
+        return {}
+    from vllm.config.lora import MaxLoRARanks
+
+    allowed = typing.get_args(MaxLoRARanks)
+    return {
+        "enable_lora": True,
+        "max_loras": len(adapters),
+        "max_lora_rank": max_lora_rank(adapters, allowed),
+    }
