@@ -303,3 +303,118 @@ def test_packing_auto_is_decided_for_the_device(tiny_model_dir: Path) -> None:
     cpu = detect_device("cpu")
     assert TrlSftTrainer.resolve_packing(tiny_plan(packing="auto"), short, cpu).packing is False
     assert TrlSftTrainer.resolve_packing(tiny_plan(packing=True), short, cpu).packing is True
+
+
+class RecordingTrainer:
+    """What `train_from_checkpoint` uses of a Trainer: its output directory and `train`."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.args = type("Args", (), {"output_dir": str(output_dir)})()
+        self.resumed_from: str | None = "not called"
+
+    def train(self, resume_from_checkpoint: str | None = None) -> str:
+        self.resumed_from = resume_from_checkpoint
+        return "output"
+
+
+def test_resume_picks_the_latest_complete_checkpoint_and_says_so(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from largeforge.adapters.trl.checkpoints import train_from_checkpoint
+
+    for step in (3, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-9").mkdir()  # torn: no trainer state
+    (tmp_path / ".staging" / "checkpoint-12").mkdir(parents=True)  # a save that never finished
+    trainer = RecordingTrainer(tmp_path)
+    with capture_logs() as logs:
+        assert train_from_checkpoint(trainer, resume=True) == "output"
+    assert trainer.resumed_from == str(tmp_path / "checkpoint-6")
+    assert [(e["event"], e.get("checkpoint")) for e in logs] == [
+        ("resuming", str(tmp_path / "checkpoint-6"))
+    ]
+
+
+def test_resume_without_a_checkpoint_is_not_logged_as_resuming(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from largeforge.adapters.trl.checkpoints import train_from_checkpoint
+
+    (tmp_path / "checkpoint-9").mkdir()  # torn
+    trainer = RecordingTrainer(tmp_path)
+    with capture_logs() as logs:
+        train_from_checkpoint(trainer, resume=True)
+    assert trainer.resumed_from is None
+    assert [e["event"] for e in logs] == ["no_checkpoint"]
+    with capture_logs() as logs:
+        train_from_checkpoint(trainer, resume=False)
+    assert logs == []
+
+
+def test_dora_trains_its_magnitude_vectors(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    examples = [
+        encoder.encode(make_example(f"What is {i} plus {i}?", f"{i} plus {i} is {2 * i}."))
+        for i in range(12)
+    ]
+    plan = tiny_plan(
+        lora=LoraSpec(rank=4, alpha=8, use_dora=True), max_steps=4, logging_steps=1, save_steps=0
+    )
+    result = TrlSftTrainer(device="cpu").train(
+        plan, str(tiny_model_dir), examples[:10], examples[10:], str(tmp_path), lambda m: None
+    )
+    adapter = Path(result.adapter_dir)
+    assert json.loads((adapter / "adapter_config.json").read_text())["use_dora"] is True
+    weights = load_file(adapter / "adapter_model.safetensors")
+    magnitudes = {k: v for k, v in weights.items() if "lora_magnitude_vector" in k}
+    assert magnitudes
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    for key, magnitude in magnitudes.items():
+        layer = key.removeprefix("base_model.model.").split(".lora_magnitude_vector")[0]
+        start = torch.linalg.norm(base[f"{layer}.weight"], dim=1)  # DoRA starts at ||W|| per row
+        assert magnitude.shape == start.shape
+        assert not torch.allclose(magnitude, start, atol=1e-5), key
+    assert result.eval_loss_after < result.eval_loss_before
+
+
+def test_early_stopping_keeps_and_returns_the_best_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Training on "yes" answers while evaluating on "no" answers: the eval loss rises after
+    the first step, so the best checkpoint is not the last one."""
+    import torch
+    from safetensors.torch import load_file
+
+    encoder = HfEncoderFactory().for_model(str(tiny_model_dir))
+    train = [encoder.encode(make_example(f"Say {i}", "yes " * 8)) for i in range(8)]
+    evaluation = [encoder.encode(make_example(f"Say {i}", "no " * 8)) for i in range(4)]
+    plan = tiny_plan(
+        learning_rate=0.05,
+        max_steps=6,
+        logging_steps=1,
+        eval_steps=1,
+        save_steps=1,
+        early_stopping_patience=1,
+        keep_checkpoints=1,
+    )
+    metrics: list[StepMetrics] = []
+    result = TrlSftTrainer(device="cpu").train(
+        plan, str(tiny_model_dir), train, evaluation, str(tmp_path), metrics.append
+    )
+    evals = [(m.step, m.eval_loss) for m in metrics if m.eval_loss is not None]
+    periodic = evals[1:-1]  # between the evaluations before and after training
+    best_step, best_loss = min(periodic, key=lambda e: e[1] or 0.0)
+    assert result.steps == periodic[-1][0] < 6  # stopped early
+    assert best_step < result.steps
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert kept == [f"checkpoint-{best_step}"]
+    assert result.eval_loss_after == pytest.approx(best_loss)
+    saved = load_file(Path(result.adapter_dir) / "adapter_model.safetensors")
+    best = load_file(tmp_path / "checkpoints" / kept[0] / "adapter_model.safetensors")
+    assert saved.keys() == best.keys()
+    assert all(torch.equal(saved[k], best[k]) for k in saved)

@@ -160,7 +160,7 @@ class TrainingPlan:
         return self.batch_size * self.gradient_accumulation_steps
 
 
-def _member(kind: type[_E], value: object, what: str) -> _E:
+def _member(kind: type[_E], value: str, what: str) -> _E:
     try:
         return kind(value)
     except ValueError:
