@@ -277,3 +277,47 @@ def test_a_method_without_a_trainer_is_refused_before_a_run_is_created(
     with pytest.raises(ConfigError, match=r"no trainer for method 'dpo'; available: sft"):
         container.run_training().execute(plan_for(container, method="dpo"))
     assert fakes["store"].runs == {}
+
+
+def test_the_cli_refuses_a_resume_after_the_config_changed(tmp_path: Any) -> None:
+    """`run-training --resume` with a changed run file: exit 2, one line, the run untouched."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    from largeforge.adapters.storage.runs import FilesystemRunStore
+    from largeforge.application.training import plan_fingerprint
+    from largeforge.config import load_run_config
+    from largeforge.domain.training import TrainingRun
+
+    original, changed = tmp_path / "run.yaml", tmp_path / "changed.yaml"
+    original.write_text("training: {learning_rate: 0.001}\n")
+    changed.write_text("training: {learning_rate: 0.002}\n")
+    plan = load_run_config(original).to_plan()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    run = TrainingRun("r1", plan, created_at=at, config_fingerprint=plan_fingerprint(plan))
+    store = FilesystemRunStore(tmp_path / "runs")
+    store.create(run, {})
+    store.save(run.start(at).interrupt(at))
+    before = (tmp_path / "runs" / "r1" / "run.json").read_text()
+
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "largeforge.entrypoints.cli.main", "run-training"),
+            *(str(changed), "--output", str(tmp_path / "runs"), "--name", "r1", "--resume"),
+        ],
+        env=os.environ | {"LARGEFORGE_LOG_JSON": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: run r1: the configuration changed since the run started "
+        "(resume with the same config, or pass --force)"
+    ]
+    assert (tmp_path / "runs" / "r1" / "run.json").read_text() == before
+    assert json.loads(before)["state"] == "interrupted"
