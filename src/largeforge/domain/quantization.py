@@ -71,10 +71,10 @@ def auto_group_size(widths: Iterable[int]) -> int:
 
 
 def resolve_group_size(spec: QuantizationSpec, widths: Mapping[str, int]) -> QuantizationSpec:
-    """The spec with a number for its group size: `auto` becomes `auto_group_size(widths)`; an
-    explicit size is checked against every layer (`check_group_size`) and kept."""
+    """The spec with a number for its group size: `auto` becomes `auto_group_size(widths)`.
+    Either way the size is then checked against every layer (`check_group_size`)."""
     if spec.group_size == "auto":
-        return replace(spec, group_size=auto_group_size(widths.values()))
+        spec = replace(spec, group_size=auto_group_size(widths.values()))
     check_group_size(spec, widths)
     return spec
 
