@@ -418,3 +418,16 @@ def test_early_stopping_keeps_and_returns_the_best_checkpoint(
     best = load_file(tmp_path / "checkpoints" / kept[0] / "adapter_model.safetensors")
     assert saved.keys() == best.keys()
     assert all(torch.equal(saved[k], best[k]) for k in saved)
+
+
+def test_the_dpo_option_group_reaches_trl(tmp_path: Path) -> None:
+    from trl import DPOConfig
+
+    from largeforge.adapters.system.device import DeviceInfo
+    from largeforge.adapters.trl.dpo import dpo_arguments
+    from largeforge.domain.training import DpoOptions
+
+    options = DpoOptions(beta=0.3, loss_type="ipo", precompute_ref_log_probs=True)
+    plan = tiny_plan(method="dpo", dpo=options)
+    config = DPOConfig(**dpo_arguments(plan, DeviceInfo("cpu", "cpu", "float32"), tmp_path))
+    assert (config.beta, config.loss_type, config.precompute_ref_log_probs) == (0.3, ["ipo"], True)

@@ -118,6 +118,7 @@ def test_kills_during_saves_then_resume_continue_the_run_exactly(
     second = train(config, out, "--name", "crash", "--resume", kill_at="6:publish")
     assert second.returncode == -9, second.stderr[-2000:]
     assert resumed_from(second.stderr) == "checkpoint-2"
+    assert [m["step"] for m in processes(crash_dir)[-1]] == [3, 4, 5, 6]  # not from step 1
     assert list(checkpoints(crash_dir)) == [2, 4]
     for checkpoint in checkpoints(crash_dir).values():
         assert_complete(checkpoint)
@@ -126,6 +127,7 @@ def test_kills_during_saves_then_resume_continue_the_run_exactly(
     third = train(config, out, "--name", "crash", "--resume")
     assert third.returncode == 0, third.stderr[-3000:]
     assert resumed_from(third.stderr) == "checkpoint-4"
+    assert [m["step"] for m in processes(crash_dir)[-1]] == [5, 6]
 
     # No step at or before a resumed checkpoint was trained again by the resuming process.
     (ref_steps,) = processes(out / "reference")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from largeforge.adapters.system.device import DeviceInfo
 from largeforge.adapters.trl import recipe, stack
 from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.application.ports import MetricsCallback
@@ -34,6 +36,16 @@ def pairs(units: Sequence[TrainingUnit]) -> list[PreferencePair]:
     return [u for u in units if isinstance(u, PreferencePair)]
 
 
+def dpo_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dict[str, Any]:
+    """`DPOConfig` fields: the common ones and the plan's `dpo` option group."""
+    return {
+        **common_arguments(plan, device, work_dir),
+        "beta": plan.dpo.beta,
+        "loss_type": [plan.dpo.loss_type],
+        "precompute_ref_log_probs": plan.dpo.precompute_ref_log_probs,
+    }
+
+
 class TrlDpoTrainer:
     """`ModelTrainer` for `TrainingMethod.DPO` over TRL (options from the plan's `dpo` group)."""
 
@@ -56,12 +68,7 @@ class TrlDpoTrainer:
 
         train_ds = Dataset.from_list([to_preference_row(p) for p in pairs(train)])
         eval_ds = Dataset.from_list([to_preference_row(p) for p in pairs(evaluation)])
-        args = DPOConfig(
-            **common_arguments(plan, device, Path(run_dir) / "checkpoints"),
-            beta=plan.dpo.beta,
-            loss_type=[plan.dpo.loss_type],
-            precompute_ref_log_probs=plan.dpo.precompute_ref_log_probs,
-        )
+        args = DPOConfig(**dpo_arguments(plan, device, Path(run_dir) / "checkpoints"))
         trainer = recipe.trainer_class(DPOTrainer)(
             model=model,
             ref_model=None,
