@@ -18,7 +18,14 @@ from largeforge.domain import (
     TrainingRun,
 )
 from largeforge.domain.formats import DatasetSpec
-from largeforge.domain.training import PACK_BELOW, allowed_transitions, decide_packing
+from largeforge.domain.training import (
+    PACK_BELOW,
+    AdapterKind,
+    DpoOptions,
+    TrainingMethod,
+    allowed_transitions,
+    decide_packing,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PLAN = TrainingPlan(model="m", datasets=(DatasetSpec("d"),))
@@ -174,3 +181,38 @@ def test_packing_settings_are_checked() -> None:
         TrainingPlan(model="m", datasets=(DatasetSpec("d"),), packing="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="SFT only"):
         TrainingPlan(model="m", datasets=(DatasetSpec("d"),), method="dpo", packing=True)
+
+
+def test_methods_and_adapters_are_enums_and_strings_become_them() -> None:
+    plan = TrainingPlan(model="m", datasets=(DatasetSpec("d"),), method="dpo", adapter="full")
+    assert plan.method is TrainingMethod.DPO
+    assert plan.adapter is AdapterKind.FULL
+    assert plan.adapter.writes_whole_model
+    assert not AdapterKind.LORA.writes_whole_model
+    assert AdapterKind.QLORA.quantized_base
+    assert TrainingMethod.DPO.trains_on_pairs
+    assert not TrainingMethod.SFT.trains_on_pairs
+    assert TrainingMethod.SFT.can_pack
+    assert not TrainingMethod.DPO.can_pack
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"method": "ppo"}, "method must be one of 'sft', 'dpo', got 'ppo'"),
+        ({"adapter": "half"}, "adapter must be one of 'lora', 'qlora', 'full', got 'half'"),
+        ({"method": "dpo", "packing": True}, "packing applies to SFT only"),
+    ],
+)
+def test_an_unknown_method_or_adapter_names_the_valid_ones(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainingPlan(model="m", datasets=(DatasetSpec("d"),), **fields)  # type: ignore[arg-type]
+
+
+def test_the_dpo_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="dpo beta must be positive"):
+        DpoOptions(beta=0)
+    with pytest.raises(ValueError, match="loss_type must be one of sigmoid, ipo, hinge"):
+        DpoOptions(loss_type="kto")
