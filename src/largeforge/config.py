@@ -39,7 +39,9 @@ class LoraSettings(_Strict):
     dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
 
 
-FormatName = Literal["alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"]
+FormatName = Literal[
+    "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text", "prompt"
+]
 
 
 class DatasetSettings(_Strict):

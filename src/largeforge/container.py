@@ -25,9 +25,13 @@ from largeforge.application.classifiers import (
     NeuralClassifier,
     QueryClassifier,
 )
-from largeforge.application.data import PrepareDataset
+from largeforge.application.data import PrepareDataset, ReadPrompts
 from largeforge.application.experts import ClientFactory, ExpertManager
-from largeforge.application.generation import ResponseScorer
+from largeforge.application.generation import (
+    GeneratePreferenceData,
+    GenerateSftData,
+    ResponseScorer,
+)
 from largeforge.application.ports import (
     EmbeddingModel,
     ExpertClient,
@@ -205,6 +209,7 @@ class Container(containers.DeclarativeContainer):
     row_source = providers.Singleton(FileRowSource)
     encoder_factory = providers.Singleton(_hf_encoder_factory)
     prepare_dataset = providers.Factory(PrepareDataset, source=row_source)
+    read_prompts = providers.Factory(ReadPrompts, prepare=prepare_dataset)
     trainers = providers.Singleton(_trainers, device=config.run.device)
     merger = providers.Singleton(_peft_merger, rank=config.process_rank)
     run_store = providers.Singleton(
@@ -242,6 +247,10 @@ class Container(containers.DeclarativeContainer):
         overflow=providers.Factory(OverflowPolicy, config.serve.on_overflow),
     )
 
+    generate_sft_data = providers.Factory(GenerateSftData)
+    """Self-instruct over an engine: `generate_sft_data(engine=..., max_tokens=...)`."""
+    generate_preference_data = providers.Factory(GeneratePreferenceData)
+    """Sampled, self-scored pairs: `generate_preference_data(engine=..., scorer=...)`."""
     generation_engine = providers.Factory(_generation_engine, resolver=model_resolver)
     """The local batching engine that writes synthetic data: `generation_engine(model=...)`."""
     response_scorer = providers.Factory(_likelihood_scorer)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from largeforge.domain import Conversation, Message, Role, SftExample
-from largeforge.domain.datasets import PreferencePair, TextExample
+from largeforge.domain.datasets import PreferencePair, PromptExample, TextExample
 from largeforge.domain.formats import (
     DatasetFormat,
     RowError,
@@ -33,6 +33,7 @@ SAMPLES: dict[DatasetFormat, dict[str, Any]] = {
     DatasetFormat.PROMPT_COMPLETION: {"prompt": "hi", "completion": "yo"},
     DatasetFormat.PREFERENCE: {"prompt": "hi", "chosen": "yo", "rejected": "go away"},
     DatasetFormat.TEXT: {"text": "Once upon a time."},
+    DatasetFormat.PROMPT: {"instruction": "Write a haiku about rain."},
 }
 
 
@@ -260,3 +261,82 @@ def test_alpaca_round_trip(system: str | None, question: str, answer: str) -> No
     if system is not None and not system.strip():
         return  # a blank system prompt is dropped by design
     assert parse_row(to_row(record, DatasetFormat.ALPACA), DatasetFormat.ALPACA) == record
+
+
+PROMPT_ROWS = [
+    ({"instruction": "Write a haiku about rain."}, "Write a haiku about rain.", None),
+    ({"instruction": "Add", "input": "1 and 2", "answer": "3"}, "Add\n\n1 and 2", "3"),
+    ({"prompt": "What is 2+2?", "reference": "4", "id": "q7"}, "What is 2+2?", "4"),
+    (
+        {"prompt": [{"role": "system", "content": "terse"}, {"role": "user", "content": "Hi"}]},
+        "Hi",
+        None,
+    ),
+    (
+        {"messages": [{"role": "user", "content": "Name a color."}], "output": "red"},
+        "Name a color.",
+        "red",
+    ),
+]
+
+
+@pytest.mark.parametrize(("row", "task", "reference"), PROMPT_ROWS)
+def test_prompt_only_rows_are_detected_and_read(
+    row: dict[str, Any], task: str, reference: str | None
+) -> None:
+    assert detect_row_format(row) is DatasetFormat.PROMPT
+    record = parse_row(row, DatasetFormat.PROMPT)
+    assert isinstance(record, PromptExample)
+    check_record(record)
+    assert record.task == task
+    assert record.prompt[-1].role is Role.USER
+    assert record.reference == reference
+
+
+def test_a_full_conversation_is_a_prompt_through_its_user_turns() -> None:
+    for fmt in (DatasetFormat.ALPACA, DatasetFormat.SHAREGPT, DatasetFormat.MESSAGES):
+        record = parse_row(SAMPLES[fmt], DatasetFormat.PROMPT)
+        assert isinstance(record, PromptExample)
+        assert record.prompt[-1].role is Role.USER
+        assert record.reference is not None
+    pair = parse_row(SAMPLES[DatasetFormat.PROMPT_COMPLETION], DatasetFormat.PROMPT)
+    assert isinstance(pair, PromptExample)
+    assert (pair.task, pair.reference) == ("hi", "yo")
+    tagged = parse_row({"prompt": "q", "id": "a1", "n": 3}, DatasetFormat.PROMPT)
+    assert isinstance(tagged, PromptExample)
+    assert tagged.metadata == (("id", "a1"), ("n", "3"))
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "kind"),
+    [
+        ({"prompt": ""}, "prompt", "empty_prompt"),
+        ({"prompt": "   "}, "prompt", "empty_prompt"),
+        ({"instruction": ""}, "instruction", "empty_prompt"),
+        ({"messages": [{"role": "system", "content": "s"}]}, "messages", "no_user_turn"),
+        ({"messages": [{"role": "assistant", "content": "a"}]}, "messages", "no_user_turn"),
+        (
+            {"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            "prompt",
+            "no_user_turn",
+        ),
+        ({"prompt": 3}, "prompt", "wrong_type"),
+        ({"prompt": "q", "reference": 4}, "reference", "wrong_type"),
+        ({"text": "no prompt here"}, "prompt", "missing_field"),
+    ],
+)
+def test_bad_prompt_rows_name_the_field_and_reason(
+    row: dict[str, Any], field: str, kind: str
+) -> None:
+    with pytest.raises(RowError) as info:
+        parse_row(row, DatasetFormat.PROMPT)
+    assert (info.value.field, info.value.kind) == (field, kind)
+    assert info.value.reason
+
+
+def test_a_prompt_emptied_by_cleaning_fails_validation() -> None:
+    from largeforge.domain.validation import clean_record
+
+    record = parse_row({"prompt": "\u200b"}, DatasetFormat.PROMPT)  # only a zero-width space
+    with pytest.raises(RowError, match="empty prompt"):
+        check_record(clean_record(record))

@@ -11,10 +11,10 @@ from largeforge.application.generation import (
     clean_task,
 )
 from largeforge.domain import FinishReason, Message, Role, SamplingParams
+from largeforge.domain.datasets import PromptExample
 from largeforge.domain.formats import DatasetFormat, parse_row, to_row
 from largeforge.domain.generation import TokenStep
 from largeforge.domain.validation import check_record
-from tests.conftest import make_example
 from tests.fakes import FakeInferenceEngine
 
 
@@ -41,7 +41,7 @@ class LengthScorer:
         return float(len(response))
 
 
-SEEDS = [make_example(f"Explain topic {i}.", f"Topic {i} is ...") for i in range(5)]
+SEEDS = [PromptExample((Message(Role.USER, f"Explain topic {i}."),)) for i in range(5)]
 
 
 def test_clean_task_takes_the_first_line_without_labels() -> None:

@@ -18,6 +18,7 @@ from largeforge.domain.datasets import (
     EncodedExample,
     IssueAction,
     PreferencePair,
+    PromptExample,
     Record,
     SftExample,
 )
@@ -76,6 +77,8 @@ class PrepareDataset:
         policy = policy or ValidationPolicy()
         name = self._source.name(spec.source)
         raw_rows = list(self._source.rows(spec.source))
+        if not raw_rows:
+            raise DatasetError(f"{name}: no rows (the file is empty)")
         columns = spec.column_map
         fmt, detection = self._format(spec, raw_rows, columns)
         state = _Accumulator(name, policy, encoder, max_length)
@@ -205,6 +208,8 @@ class _Accumulator:
                 out.append(next(encoded))
             elif isinstance(record, PreferencePair):
                 out.append((next(encoded), next(encoded)))
+            elif isinstance(record, PromptExample):
+                out.append(None)  # nothing to train on: refused by `_check`
             else:
                 out.append(self.encoder.encode_text(record))
         return out
@@ -212,6 +217,12 @@ class _Accumulator:
     def _check(
         self, record: Record, encoded: EncodedExample | tuple[EncodedExample, ...] | None, line: int
     ) -> EncodedExample | None:
+        if isinstance(record, PromptExample) and self.encoder is not None:
+            raise RowError(
+                "a prompt without an answer: nothing to train on (prompt files are for "
+                "`data generate`)",
+                kind="prompt_only",
+            )
         if encoded is None:
             return None
         if isinstance(encoded, tuple):  # a preference pair: the longer side must fit
@@ -235,6 +246,28 @@ class _Accumulator:
                 raise RowError(f"{reason}; no trainable tokens left", kind="no_trainable_tokens")
             self.issue(line, RowError(reason, kind="too_long"), IssueAction.TRUNCATED)
         return replace(encoded, source=record.source)
+
+
+class ReadPrompts:
+    """Prompts from a dataset of any conversational format: prompt-only rows (Alpaca without
+    `output`, `{"prompt": ...}`, messages ending with a user turn) and full conversations
+    through their user turns. Bad rows are reported like any dataset's; a source with no usable
+    prompt is a `DatasetError` naming its first rejected row."""
+
+    def __init__(self, prepare: PrepareDataset) -> None:
+        self._prepare = prepare
+
+    def execute(self, source: str) -> PreparedDataset:
+        prepared = self._prepare.execute(DatasetSpec(source, DatasetFormat.PROMPT))
+        report = prepared.report
+        if not prepared.records:
+            first = report.issues[0]  # rows were read (an empty source raised): all rejected
+            field = f" field '{first.field}'" if first.field else ""
+            raise DatasetError(
+                f"{report.source}: no usable prompt in {report.rows} rows; first rejected: "
+                f"line {first.line}{field}: {first.reason}"
+            )
+        return prepared
 
 
 def enforce_policy(prepared: Sequence[PreparedDataset], policy: ValidationPolicy) -> None:

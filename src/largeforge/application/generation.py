@@ -18,7 +18,15 @@ import structlog
 
 from largeforge.application.ports import InferenceEngine
 from largeforge.application.serving import chat_once
-from largeforge.domain.datasets import Conversation, Message, PreferencePair, Role, SftExample
+from largeforge.domain.datasets import (
+    Conversation,
+    Message,
+    PreferencePair,
+    PromptExample,
+    Role,
+    SftExample,
+)
+from largeforge.domain.errors import ConfigError, DatasetError
 from largeforge.domain.formats import RowError
 from largeforge.domain.generation import SamplingParams
 from largeforge.domain.text import clean_text, normalized_key
@@ -85,15 +93,19 @@ class GenerateSftData:
 
     async def execute(
         self,
-        seeds: Sequence[SftExample],
+        seeds: Sequence[PromptExample],
         count: int,
         *,
         max_attempts: int | None = None,
         progress: Progress | None = None,
     ) -> GenerationResult[SftExample]:
-        tasks = [s.conversation.messages[-2].content for s in seeds if len(s.prompt) >= 1]
+        """Up to `count` new pairs in at most `max_attempts` tries (default 4 per pair); the
+        seeds' last user turns are the example tasks."""
+        if count < 1:
+            raise ConfigError(f"count must be at least 1, got {count}")
+        tasks = [s.task for s in seeds if s.task.strip()]
         if not tasks:
-            raise ValueError("need at least one seed conversation with a user turn")
+            raise DatasetError("no seed tasks: every seed prompt is empty")
         seen = {normalized_key(t) for t in tasks}
         result: GenerationResult[SftExample] = GenerationResult()
         limit = max_attempts if max_attempts is not None else count * 4
@@ -160,7 +172,7 @@ class GeneratePreferenceData:
         seed: int = 0,
     ) -> None:
         if samples < 2:
-            raise ValueError("need at least 2 samples per prompt to form a pair")
+            raise ConfigError(f"need at least 2 samples per prompt to form a pair, got {samples}")
         self._engine = engine
         self._scorer = scorer
         self._samples = samples

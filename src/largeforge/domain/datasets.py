@@ -85,6 +85,26 @@ class PreferencePair:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptExample:
+    """A prompt without an answer to train on: seed tasks, evaluation prompts, GRPO prompts.
+
+    `prompt` is a conversation that ends with a user turn (checked by
+    `largeforge.domain.validation.check_record`); `reference` an optional reference answer;
+    `metadata` any other string fields of the row (an id, a category).
+    """
+
+    prompt: tuple[Message, ...]
+    reference: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+
+    @property
+    def task(self) -> str:
+        """The last user turn's text."""
+        return self.prompt[-1].content if self.prompt else ""
+
+
+@dataclass(frozen=True, slots=True)
 class TextExample:
     """Raw text, trained on every token (continued pre-training)."""
 
@@ -92,7 +112,7 @@ class TextExample:
     source: str = ""
 
 
-Record = SftExample | PreferencePair | TextExample
+Record = SftExample | PreferencePair | TextExample | PromptExample
 """Anything a dataset row can become."""
 
 

@@ -16,6 +16,7 @@ from largeforge.domain.datasets import (
     Conversation,
     Message,
     PreferencePair,
+    PromptExample,
     Record,
     Role,
     SftExample,
@@ -32,6 +33,9 @@ class DatasetFormat(StrEnum):
     PROMPT_COMPLETION = "prompt_completion"
     PREFERENCE = "preference"
     TEXT = "text"
+    PROMPT = "prompt"
+    """Prompts without answers: Alpaca rows without `output`, `{"prompt": ...}` alone, or
+    messages ending with a user turn; `reference`, `answer` or `output` is a reference answer."""
 
 
 class RowError(ValueError):
@@ -72,16 +76,29 @@ def detect_row_format(row: Mapping[str, Any]) -> DatasetFormat | None:
     if {"chosen", "rejected"} <= keys:
         return DatasetFormat.PREFERENCE
     if "messages" in keys:
-        return DatasetFormat.MESSAGES
+        return DatasetFormat.PROMPT if _ends_with_user(row["messages"]) else DatasetFormat.MESSAGES
     if "conversations" in keys:
         return DatasetFormat.SHAREGPT
+    if "instruction" in keys and "output" not in keys:
+        return DatasetFormat.PROMPT
     if "instruction" in keys or ("output" in keys and "completion" not in keys):
         return DatasetFormat.ALPACA
     if {"prompt", "completion"} <= keys:
         return DatasetFormat.PROMPT_COMPLETION
+    if "prompt" in keys:
+        return DatasetFormat.PROMPT
     if "text" in keys:
         return DatasetFormat.TEXT
     return None
+
+
+def _ends_with_user(messages: Any) -> bool:
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and isinstance(messages[-1], Mapping)
+        and messages[-1].get("role") == Role.USER.value
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +286,96 @@ def parse_preference(row: Mapping[str, Any]) -> PreferencePair:
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
 
 
+REFERENCE_FIELDS = ("reference", "answer", "output")
+"""Fields read as a prompt's reference answer, first found wins."""
+
+_PROMPT_FIELDS = {"prompt", "instruction", "input", "system", "messages", "conversations",
+                  "completion", "chosen", "rejected", *REFERENCE_FIELDS}  # fmt: skip
+
+
+def parse_prompt(row: Mapping[str, Any]) -> PromptExample:
+    """Any conversational row as a prompt: `prompt` (a string or messages), an Alpaca
+    `instruction` (+ `input`, `system`), or `messages`/`conversations`. A conversation that
+    ends with an assistant turn gives its user turns as the prompt and that turn as the
+    reference, so full SFT rows serve as seeds too."""
+    reference = _reference(row)
+    if "messages" in row or "conversations" in row:
+        field = "messages" if "messages" in row else "conversations"
+        if field == "messages":
+            messages = parse_message_list(row.get("messages"), "messages")
+        else:
+            messages = parse_sharegpt(row).conversation.messages
+        if messages[-1].role is Role.ASSISTANT and len(messages) > 1:
+            if reference is None and messages[-1].content.strip():
+                reference = messages[-1].content
+            messages = messages[:-1]
+    elif "instruction" in row:
+        field = "instruction"
+        instruction = _text(row, "instruction")
+        extra = _text(row, "input", required=False)
+        system = _text(row, "system", required=False)
+        text = f"{instruction.strip()}\n\n{extra.strip()}" if extra.strip() else instruction
+        messages = (Message(Role.SYSTEM, system),) if system.strip() else ()
+        messages += (Message(Role.USER, text),)
+    elif "prompt" in row:
+        field = "prompt"
+        messages = _messages_or_text(row["prompt"], "prompt", Role.USER)
+        if reference is None and isinstance(row.get("completion"), str):
+            reference = row["completion"]
+    else:
+        raise RowError(
+            "no prompt: expected 'prompt', 'instruction', 'messages' or 'conversations'",
+            "prompt",
+            kind="missing_field",
+        )
+    example = PromptExample(messages, reference, _metadata(row))
+    check_prompt_turns(example.prompt, field)
+    return example
+
+
+def check_prompt_turns(messages: tuple[Message, ...], field: str = "prompt") -> None:
+    """An optional leading system message, then user/assistant turns ending with a non-empty
+    user turn."""
+    if any(m.role is Role.SYSTEM for m in messages[1:]):
+        raise RowError("a system message may only come first", field, kind="bad_turn_order")
+    turns = [m for m in messages if m.role is not Role.SYSTEM]
+    if not any(m.role is Role.USER for m in turns):
+        raise RowError("no user turn", field, kind="no_user_turn")
+    if turns[-1].role is not Role.USER:
+        raise RowError("the prompt must end with a user turn", field, kind="no_user_turn")
+    for i, message in enumerate(turns):
+        expected = Role.USER if i % 2 == 0 else Role.ASSISTANT
+        if message.role is not expected:
+            raise RowError(
+                f"turns must alternate user/assistant, starting with user (turn {i + 1} is "
+                f"{message.role.value})",
+                field,
+                kind="bad_turn_order",
+            )
+    if not turns[-1].content.strip():
+        raise RowError("empty prompt (the last user turn has no text)", field, kind="empty_prompt")
+
+
+def _reference(row: Mapping[str, Any]) -> str | None:
+    for name in REFERENCE_FIELDS:
+        if name in row and row[name] is not None:
+            value = row[name]
+            if not isinstance(value, str):
+                raise RowError(
+                    f"'{name}' must be a string, got {_type(value)}", name, kind="wrong_type"
+                )
+            return value if value.strip() else None
+    return None
+
+
+def _metadata(row: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (str(k), str(v))
+        for k, v in row.items()
+        if k not in _PROMPT_FIELDS and isinstance(v, str | int | float | bool)
+    )
+
+
 def parse_text(row: Mapping[str, Any]) -> TextExample:
     return TextExample(_text(row, "text"))
 
@@ -280,6 +387,7 @@ PARSERS: dict[DatasetFormat, Callable[[Mapping[str, Any]], Record]] = {
     DatasetFormat.PROMPT_COMPLETION: parse_prompt_completion,
     DatasetFormat.PREFERENCE: parse_preference,
     DatasetFormat.TEXT: parse_text,
+    DatasetFormat.PROMPT: parse_prompt,
 }
 
 

@@ -13,12 +13,13 @@ from largeforge.domain.datasets import (
     IssueAction,
     Message,
     PreferencePair,
+    PromptExample,
     Record,
     Role,
     SftExample,
 )
 from largeforge.domain.errors import DatasetError
-from largeforge.domain.formats import RowError
+from largeforge.domain.formats import RowError, check_prompt_turns
 from largeforge.domain.text import clean_text, normalized_key
 
 
@@ -95,6 +96,8 @@ def check_record(record: Record) -> None:
             raise RowError(
                 "'chosen' and 'rejected' are identical", "rejected", kind="identical_pair"
             )
+    elif isinstance(record, PromptExample):
+        check_prompt_turns(record.prompt)
     elif not record.text.strip():
         raise RowError("empty text", "text", kind="empty_field")
 
@@ -116,6 +119,9 @@ def clean_record(record: Record) -> Record:
             chosen=_clean_messages(record.chosen),
             rejected=_clean_messages(record.rejected),
         )
+    if isinstance(record, PromptExample):
+        reference = None if record.reference is None else clean_text(record.reference)
+        return replace(record, prompt=_clean_messages(record.prompt), reference=reference or None)
     return replace(record, text=clean_text(record.text))
 
 
@@ -128,6 +134,8 @@ def dedupe_key(record: Record, mode: Dedupe) -> str:
             [[m.role.value, m.content] for m in side]
             for side in (record.prompt, record.chosen, record.rejected)
         ]
+    elif isinstance(record, PromptExample):
+        parts = [[m.role.value, m.content] for m in record.prompt]
     else:
         parts = [record.text]
     key = json.dumps(parts, ensure_ascii=False)

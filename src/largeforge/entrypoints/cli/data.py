@@ -11,8 +11,9 @@ from typing import Annotated, Any, Literal
 
 from cyclopts import Parameter
 
-from largeforge.config import FormatName, Settings, ValidationSettings
-from largeforge.domain.datasets import EncodedExample, SftExample
+from largeforge.config import FormatName, Settings, ValidationSettings, validate_settings
+from largeforge.domain.datasets import EncodedExample, PromptExample, SftExample
+from largeforge.domain.errors import ConfigError
 from largeforge.domain.formats import DatasetFormat, DatasetSpec, RowError, to_row
 from largeforge.domain.validation import ValidationReport
 
@@ -49,7 +50,8 @@ def validate(
     file
         .jsonl, .json, .parquet, .csv, a `save_to_disk` directory, a hub id, or 'sample'.
     format_
-        alpaca, sharegpt, messages, prompt_completion, preference or text (default: detected).
+        alpaca, sharegpt, messages, prompt_completion, preference, text or prompt (prompt-only
+        rows; default: detected).
     model
         Model whose chat template and tokenizer measure lengths and loss masks.
     max_length
@@ -62,7 +64,8 @@ def validate(
         Print the report as JSON.
     """
     container = _container()
-    policy = ValidationSettings(on_error=on_error, max_skip_fraction=max_skip_fraction).to_policy()
+    options = {"on_error": on_error, "max_skip_fraction": max_skip_fraction}
+    policy = validate_settings(ValidationSettings, options, "validate options").to_policy()
     encoder = None
     if model:
         encoder = container.encoder_factory().for_model(container.model_resolver().resolve(model))
@@ -241,12 +244,38 @@ def _progress_bar(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="row", file=sys.stderr, dynamic_ncols=True)
 
 
+def _prompts(container: Any, source: str, limit: int | None = None) -> list[PromptExample]:
+    """The usable prompts of `source` (a `DatasetError` when none), the rejected rows on stderr."""
+    prepared = container.read_prompts().execute(source)
+    report = prepared.report
+    if report.issues:
+        kinds = ", ".join(f"{k} {v}" for k, v in report.by_kind().items())
+        print(
+            f"{report.source}: {report.kept} of {report.rows} rows are usable prompts "
+            f"({report.dropped} rejected: {kinds}); first: {report.issues[0]}",
+            file=sys.stderr,
+        )
+    prompts = [r for r in prepared.records if isinstance(r, PromptExample)]
+    return prompts[:limit] if limit is not None else prompts
+
+
 def _summary(kind: str, written: int, path: Path, result: Any) -> int:
-    rejected = ", ".join(f"{k} {v}" for k, v in result.rejected.items()) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in result.rejected.most_common()) or "none"
     print(
         f"wrote {written} {kind} rows to {path} ({result.attempts} attempts; rejected: {rejected})"
     )
+    if not written:
+        print(
+            f"error: no {kind} rows kept: all {result.attempts} candidates were rejected "
+            f"({rejected})",
+            file=sys.stderr,
+        )
     return 0 if written else 1
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"--{name} must be at least 1, got {value}")
 
 
 def generate_sft(
@@ -268,7 +297,8 @@ def generate_sft(
     model
         The model that writes tasks and answers.
     seeds
-        Dataset whose user turns serve as example tasks.
+        Seed tasks: prompt-only rows (Alpaca without output, {"prompt": ...}, messages ending
+        with a user turn) or full conversations, whose user turns are used.
     count
         How many pairs to write.
     max_tokens
@@ -280,16 +310,15 @@ def generate_sft(
     """
     import asyncio
 
-    from largeforge.application.generation import GenerateSftData
-
+    _positive("count", count)
+    _positive("max-tokens", max_tokens)
     container = _container()
-    prepared = container.prepare_dataset().execute(DatasetSpec(seeds))
-    seed_examples = [r for r in prepared.records if isinstance(r, SftExample)]
+    seed_prompts = _prompts(container, seeds)
     with _engine(container, model) as engine, _progress_bar(count, "generating sft") as bar:
-        generator = GenerateSftData(
-            engine, max_tokens=max_tokens, temperature=temperature, seed=seed
+        generator = container.generate_sft_data(
+            engine=engine, max_tokens=max_tokens, temperature=temperature, seed=seed
         )
-        result = asyncio.run(generator.execute(seed_examples, count, progress=bar.update))
+        result = asyncio.run(generator.execute(seed_prompts, count, progress=bar.update))
     _write_jsonl(output, [to_row(r, DatasetFormat.MESSAGES) for r in result.records])
     return _summary("sft", len(result.records), output, result)
 
@@ -315,7 +344,8 @@ def generate_preferences(
     model
         The model that answers and scores.
     prompts
-        Dataset whose conversations (minus the final answer) are the prompts.
+        Prompts: prompt-only rows (Alpaca without output, {"prompt": ...}, messages ending
+        with a user turn) or full conversations, minus their final answer.
     count
         How many prompts to use.
     samples
@@ -329,18 +359,19 @@ def generate_preferences(
     """
     import asyncio
 
-    from largeforge.application.generation import GeneratePreferenceData
-
+    _positive("count", count)
+    _positive("max-tokens", max_tokens)
+    if samples < 2:
+        raise ConfigError(f"--samples must be at least 2 to form a pair, got {samples}")
     container = _container()
-    prepared = container.prepare_dataset().execute(DatasetSpec(prompts))
-    prompt_list = [r.prompt for r in prepared.records if isinstance(r, SftExample)][:count]
+    prompt_list = [p.prompt for p in _prompts(container, prompts, limit=count)]
     with (
         _engine(container, model) as engine,
         _progress_bar(len(prompt_list), "generating preferences") as bar,
     ):
-        generator = GeneratePreferenceData(
-            engine,
-            container.response_scorer(engine=engine),
+        generator = container.generate_preference_data(
+            engine=engine,
+            scorer=container.response_scorer(engine=engine),
             samples=samples,
             temperature=temperature,
             max_tokens=max_tokens,

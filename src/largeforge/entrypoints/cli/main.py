@@ -102,6 +102,9 @@ app.command(
 EXIT_USAGE = 2
 """Exit code for bad input: options, config, data, model references."""
 
+EXIT_BUG = 70
+"""Exit code for an unexpected error (EX_SOFTWARE): a bug, reported in one line."""
+
 _INPUT_ERRORS = (ConfigError, DatasetError, ModelNotFoundError)
 
 
@@ -125,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:  # a bug, not bad input: one line, the traceback only on request
+        if os.environ.get("LARGEFORGE_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (a bug in LargeForge; rerun with "
+            "LARGEFORGE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
     return result if isinstance(result, int) else 0
 
 
