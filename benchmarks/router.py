@@ -109,7 +109,7 @@ def fake_expert(port: int) -> None:
         return {"status": "ok"}
 
     sys.path.insert(0, str(ROOT / "src"))
-    from largeforge.entrypoints.cli.serve import listen
+    from largeforge.entrypoints.http.listen import listen
 
     app = Litestar([models, chat, health])
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(
