@@ -17,6 +17,8 @@ from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, SerializationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +26,7 @@ from largeforge.application.ports import EngineLoad
 from largeforge.application.serving import StreamEvent, TextGeneration
 from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.generation import Completion, Usage
+from largeforge.entrypoints.http import openapi_models as models
 from largeforge.entrypoints.http.errors import (
     EXCEPTION_HANDLERS,
     ClientDisconnectedError,
@@ -31,6 +34,7 @@ from largeforge.entrypoints.http.errors import (
     describe,
 )
 from largeforge.entrypoints.http.metrics import ServerMetrics
+from largeforge.entrypoints.http.openapi import RETRY_AFTER, answer, completion, documented
 from largeforge.entrypoints.http.responses import (
     DONE,
     ChunkWriter,
@@ -41,9 +45,16 @@ from largeforge.entrypoints.http.responses import (
     text_completion,
 )
 from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody, parse_body
+from largeforge.version import __version__
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+COMPLETION_ERRORS = (400, 401, 404, 413, 429, 503)
+PROMETHEUS = "text/plain; version=0.0.4"
+METRICS_DOC = documented(
+    {200: answer("Prometheus text exposition.", media={PROMETHEUS: {"type": "string"}})}
+)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
@@ -106,7 +117,18 @@ def api_key_guards(keys: Sequence[str]) -> list[Guard]:
     return [guard]
 
 
-@get("/health", sync_to_thread=False)
+@get(
+    "/health",
+    sync_to_thread=False,
+    operation_class=documented(
+        {
+            200: answer("The model is loaded.", models.Health),
+            503: answer(
+                "The model is loading or failed to load.", models.Health, headers=RETRY_AFTER
+            ),
+        }
+    ),
+)
 def health(state: State) -> Response[dict[str, Any]]:
     """200 when the model is loaded, 503 while loading or after a load failure."""
     serving = _serving(state)
@@ -119,13 +141,19 @@ def health(state: State) -> Response[dict[str, Any]]:
     return Response(body, status_code=503, headers={"Retry-After": "5"})
 
 
-@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
+@get("/metrics", sync_to_thread=False, media_type=PROMETHEUS, operation_class=METRICS_DOC)
 def metrics(state: State) -> bytes:
     """Prometheus text exposition."""
     return _serving(state).metrics.render()
 
 
-@get("/models", sync_to_thread=False)
+@get(
+    "/models",
+    sync_to_thread=False,
+    operation_class=documented(
+        {200: answer("The served models.", models.ModelList)}, errors=(401, 503)
+    ),
+)
 def list_models(state: State) -> dict[str, Any]:
     """The served model ids (base models, then LoRA adapters), in the OpenAI list shape."""
     serving = _serving(state)
@@ -138,7 +166,15 @@ def list_models(state: State) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@post("/chat/completions", status_code=200)
+@post(
+    "/chat/completions",
+    status_code=200,
+    operation_class=documented(
+        {200: completion(models.ChatCompletion, models.ChatCompletionChunk)},
+        errors=COMPLETION_ERRORS,
+        request=ChatCompletionBody,
+    ),
+)
 async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Chat completion, streamed (SSE) or not."""
     serving = _serving(state)
@@ -159,7 +195,15 @@ async def chat_completions(request: Request[Any, Any, Any], state: State) -> Res
     return Response(chat_completion(new_id("chatcmpl"), body.model, completion))
 
 
-@post("/completions", status_code=200)
+@post(
+    "/completions",
+    status_code=200,
+    operation_class=documented(
+        {200: completion(models.TextCompletion, models.TextCompletionChunk)},
+        errors=COMPLETION_ERRORS,
+        request=CompletionBody,
+    ),
+)
 async def completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Text completion of one or several prompts (text or token ids), streamed or not."""
     serving = _serving(state)
@@ -191,6 +235,8 @@ async def _json(request: Request[Any, Any, Any]) -> Any:
         return await request.json()
     except SerializationException as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's decoder refuses deep nesting this way
+        raise InvalidRequestError("request body is nested too deeply") from None
 
 
 class _Timer:
@@ -302,6 +348,17 @@ _ENDPOINTS = frozenset(
 )
 
 
+def openapi_config(title: str, description: str) -> OpenAPIConfig:
+    """The OpenAPI document at `/schema/openapi.json` (API keys as bearer tokens)."""
+    bearer = SecurityScheme(type="http", scheme="bearer", description="an API key")
+    return OpenAPIConfig(
+        title=title,
+        version=__version__,
+        description=description,
+        components=Components(security_schemes={"bearer": bearer}),
+    )
+
+
 def create_app(
     container: Any,
     *,
@@ -342,9 +399,11 @@ def create_app(
         path="/v1",
         route_handlers=[list_models, chat_completions, completions],
         guards=api_key_guards(api_keys),
+        security=[{"bearer": []}] if api_keys else None,
     )
     return Litestar(
         route_handlers=[health, metrics, v1],
+        openapi_config=openapi_config("LargeForge serve", "The OpenAI-compatible API."),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         middleware=[request_metrics],

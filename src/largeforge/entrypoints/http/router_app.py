@@ -22,7 +22,8 @@ from largeforge.domain.errors import (
     ReplicaError,
 )
 from largeforge.domain.routing import RouteDecision
-from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guards
+from largeforge.entrypoints.http import router_openapi as doc
+from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guards, openapi_config
 from largeforge.entrypoints.http.errors import EXCEPTION_HANDLERS, describe
 from largeforge.entrypoints.http.responses import DONE, sse
 from largeforge.entrypoints.http.router_metrics import RouterMetrics
@@ -43,7 +44,7 @@ def _routing(state: State) -> Routing:
     return routing
 
 
-@get("/health", sync_to_thread=False)
+@get("/health", sync_to_thread=False, operation_class=doc.HEALTH)
 def health(state: State) -> Response[dict[str, Any]]:
     """200 while some replica of the default expert is healthy, else 503."""
     ok, healthy = _routing(state).service.health()
@@ -51,12 +52,12 @@ def health(state: State) -> Response[dict[str, Any]]:
     return Response(body, status_code=200 if ok else 503)
 
 
-@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
+@get("/metrics", sync_to_thread=False, media_type=doc.PROMETHEUS, operation_class=doc.METRICS)
 def metrics(state: State) -> bytes:
     return _routing(state).metrics.render()
 
 
-@get("/models", sync_to_thread=False)
+@get("/models", sync_to_thread=False, operation_class=doc.MODELS)
 def list_models(state: State) -> dict[str, Any]:
     """The router's name, then each expert (which may be asked for directly)."""
     service = _routing(state).service
@@ -67,7 +68,7 @@ def list_models(state: State) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@post("/chat/completions", status_code=200)
+@post("/chat/completions", status_code=200, operation_class=doc.CHAT)
 async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Routes by the last user message (or the whole conversation, per the config)."""
     body = await _body(request)
@@ -75,7 +76,7 @@ async def chat_completions(request: Request[Any, Any, Any], state: State) -> Res
     return await _forward(request, state, "/chat/completions", body, decision)
 
 
-@post("/completions", status_code=200)
+@post("/completions", status_code=200, operation_class=doc.COMPLETIONS)
 async def completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Routes by the prompt (a single string; lists and token ids go to the default route)."""
     body = await _body(request)
@@ -85,13 +86,13 @@ async def completions(request: Request[Any, Any, Any], state: State) -> Response
     return await _forward(request, state, "/completions", body, decision)
 
 
-@get("/experts", sync_to_thread=False)
+@get("/experts", sync_to_thread=False, operation_class=doc.EXPERTS)
 def experts(state: State) -> dict[str, Any]:
     """Experts, replicas, breaker states, outstanding requests and latency."""
     return _routing(state).service.describe()
 
 
-@post("/experts/{expert:str}/replicas", status_code=201)
+@post("/experts/{expert:str}/replicas", status_code=201, operation_class=doc.ADD_REPLICA)
 async def add_replica(expert: str, request: Request[Any, Any, Any], state: State) -> Any:
     """Admin: add a replica (`{"url": ..., "name"?, "model"?, "weight"?, "api_key"?}`)."""
     routing = _admin(state)
@@ -101,7 +102,9 @@ async def add_replica(expert: str, request: Request[Any, Any, Any], state: State
     return routing.service.add_replica(expert, body)
 
 
-@delete("/experts/{expert:str}/replicas/{name:str}", status_code=200)
+@delete(
+    "/experts/{expert:str}/replicas/{name:str}", status_code=200, operation_class=doc.REMOVE_REPLICA
+)
 async def remove_replica(expert: str, name: str, state: State) -> dict[str, Any]:
     """Admin: drain a replica, wait for its requests in flight, then remove it."""
     service = _admin(state).service
@@ -110,7 +113,11 @@ async def remove_replica(expert: str, name: str, state: State) -> dict[str, Any]
     return {"removed": name, "expert": expert}
 
 
-@post("/experts/{expert:str}/replicas/{name:str}/drain", status_code=200)
+@post(
+    "/experts/{expert:str}/replicas/{name:str}/drain",
+    status_code=200,
+    operation_class=doc.REPLICA_STATE,
+)
 async def drain_replica(expert: str, name: str, state: State) -> dict[str, Any]:
     """Admin: stop sending new requests to a replica."""
     service = _admin(state).service
@@ -118,7 +125,11 @@ async def drain_replica(expert: str, name: str, state: State) -> dict[str, Any]:
         return service.drain(expert, name)
 
 
-@post("/experts/{expert:str}/replicas/{name:str}/resume", status_code=200)
+@post(
+    "/experts/{expert:str}/replicas/{name:str}/resume",
+    status_code=200,
+    operation_class=doc.REPLICA_STATE,
+)
 async def resume_replica(expert: str, name: str, state: State) -> dict[str, Any]:
     """Admin: send requests to a drained replica again."""
     service = _admin(state).service
@@ -150,7 +161,7 @@ async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise InvalidRequestError("the request body must be a JSON object")
     if not isinstance(body.get("model"), str):
         raise InvalidRequestError("'model' is required and must be a string", param="model")
-    if "stream_options" in body and not body.get("stream"):
+    if body.get("stream_options") is not None and not body.get("stream"):
         raise InvalidRequestError(
             "stream_options is only allowed when stream is true", param="stream_options"
         )
@@ -170,7 +181,7 @@ def _messages(body: dict[str, Any]) -> list[tuple[str, str]]:
         content = message.get("content")
         if isinstance(content, list):
             content = " ".join(
-                p.get("text", "") for p in content if isinstance(p, dict) and p.get("text")
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
             )
         result.append((message["role"], content if isinstance(content, str) else ""))
     return result
@@ -278,6 +289,7 @@ def create_router_app(
     view = Router(path="/router", route_handlers=[experts], guards=api_key_guards(api_keys))
     return Litestar(
         route_handlers=[health, metrics, v1, view, admin],
+        openapi_config=openapi_config("LargeForge router", "The OpenAI API in front of experts."),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=State({"routing": routing}),

@@ -7,9 +7,18 @@ OpenAI itself does ("Unrecognized request argument").
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from largeforge.domain.datasets import Message, Role
 from largeforge.domain.errors import InvalidRequestError
@@ -22,6 +31,68 @@ from largeforge.domain.generation import (
 )
 
 SEED_RANGE = (-(2**63), 2**64 - 1)
+MAX_STOP = 4
+
+
+def _schema(schema: dict[str, Any]) -> WithJsonSchema:
+    """The JSON Schema of a field whose limits a model validator checks (not pydantic itself)."""
+    return WithJsonSchema(schema)
+
+
+def _or_null(schema: dict[str, Any]) -> WithJsonSchema:
+    return _schema({"anyOf": [schema, {"type": "null"}]})
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer; strict pydantic would not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
+def _requires(field: str, when: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema rule: when `field` matches `when`, the body must match `then`."""
+    return {"if": {"properties": {field: when}, "required": [field]}, "then": then}
+
+
+STREAM_RULE = _requires(
+    "stream_options",
+    {"type": "object"},
+    {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+)
+TOP_LOGPROBS_RULE = _requires(
+    "top_logprobs",
+    {"type": "integer"},
+    {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+)
+_TEXT = {"type": "string", "minLength": 1}
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+SINGLE_PROMPT_RULE = _requires(
+    "stream",
+    {"const": True},
+    {
+        "properties": {
+            "prompt": {
+                "anyOf": [_TEXT, _TOKEN_IDS, {"type": "array", "maxItems": 1}],
+                "description": "stream=true takes a single prompt",
+            }
+        }
+    },
+)
+Stop = Annotated[
+    str | list[str] | None,
+    _schema(
+        {
+            "anyOf": [
+                _TEXT,
+                {"type": "array", "items": _TEXT, "maxItems": MAX_STOP},
+                {"type": "null"},
+            ],
+            "description": f"up to {MAX_STOP} non-empty stop sequences",
+        }
+    ),
+]
 
 
 class _FieldError(ValueError):
@@ -31,18 +102,26 @@ class _FieldError(ValueError):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a string is not a number nor `true` a 1, as in OpenAI's API
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        json_schema_extra={
+            "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+            "required": ["type", "text"],
+        },
+    )
 
     type: str
     text: str | None = None
 
 
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_call_id, refusal ...
+    model_config = ConfigDict(extra="allow", strict=True)  # name, tool_call_id, refusal ...
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[ContentPart] | None = None
@@ -72,19 +151,21 @@ class _Sampling(_Body):
     """Parameters shared by both endpoints."""
 
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
-    n: int = Field(1, ge=1, le=MAX_CHOICES)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    top_k: Int | None = Field(None, ge=-1)
+    n: Int = Field(1, ge=1, le=MAX_CHOICES)
+    stop: Stop = None
+    seed: Int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Annotated[
+        dict[str, float] | None, _or_null({"type": "object", "maxProperties": 0})
+    ] = None  # not supported: only empty
     metadata: dict[str, str] | None = None
     store: StrictBool | None = None
     service_tier: str | None = None
@@ -94,8 +175,8 @@ class _Sampling(_Body):
     def _consistent(self) -> _Sampling:
         if self.stream_options is not None and not self.stream:
             raise _FieldError("stream_options", "stream_options is only allowed with stream=true")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise _FieldError("stop", "at most 4 stop sequences")
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP:
+            raise _FieldError("stop", f"at most {MAX_STOP} stop sequences")
         if self.stop == "" or (isinstance(self.stop, list) and "" in self.stop):
             raise _FieldError("stop", "stop sequences must not be empty")
         if self.logit_bias:
@@ -127,14 +208,21 @@ class _Sampling(_Body):
 class ChatCompletionBody(_Sampling):
     """`POST /v1/chat/completions`."""
 
+    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, TOP_LOGPROBS_RULE]})
+
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: Int | None = Field(None, ge=1)
     logprobs: StrictBool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    tools: list[dict[str, Any]] | None = None
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: Annotated[list[dict[str, Any]] | None, _or_null({"type": "array", "maxItems": 0})] = (
+        None  # not supported: only empty
+    )
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: StrictBool | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: Annotated[
+        dict[str, Any] | None,
+        _or_null({"type": "object", "properties": {"type": {"enum": ["text", None]}}}),
+    ] = None
     reasoning_effort: str | None = None
     modalities: list[str] | None = None
 
@@ -161,12 +249,28 @@ class ChatCompletionBody(_Sampling):
 class CompletionBody(_Sampling):
     """`POST /v1/completions`: a prompt as text, texts, token ids or lists of token ids."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
+    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, SINGLE_PROMPT_RULE]})
+
+    prompt: Annotated[
+        str | list[str] | list[Int] | list[list[Int]],
+        _schema(
+            {
+                "anyOf": [
+                    _TEXT,
+                    {"type": "array", "items": _TEXT, "minItems": 1},
+                    _TOKEN_IDS,
+                    {"type": "array", "items": _TOKEN_IDS, "minItems": 1},
+                ],
+                "description": "a text, texts, token ids or lists of token ids (ids below the "
+                "vocabulary size)",
+            }
+        ),
+    ]
     echo: StrictBool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    best_of: int | None = Field(None, ge=1)
-    suffix: str | None = None
-    max_tokens: int | None = Field(16, ge=1)
+    logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    best_of: Int | None = Field(None, ge=1)
+    suffix: Annotated[str | None, _or_null({"type": "string", "maxLength": 0})] = None
+    max_tokens: Int | None = Field(16, ge=1)
 
     @model_validator(mode="after")
     def _supported(self) -> CompletionBody:
@@ -174,7 +278,7 @@ class CompletionBody(_Sampling):
             raise _FieldError("best_of", "best_of other than n is not supported")
         if self.suffix:
             raise _FieldError("suffix", "suffix is not supported")
-        if isinstance(self.prompt, list) and not self.prompt:
+        if isinstance(self.prompt, list) and (not self.prompt or [] in self.prompt):
             raise _FieldError("prompt", "prompt must not be an empty list")
         return self
 

@@ -1,0 +1,189 @@
+"""The OpenAPI documents of both apps: every body, every status, limits that validation enforces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from largeforge.entrypoints.http.app import create_app
+from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody
+from tests.router_fakes import FakeReplicas
+from tests.unit.test_router_http import router_app
+
+POSTS = {"/v1/chat/completions": ChatCompletionBody, "/v1/completions": CompletionBody}
+SERVE_ERRORS = {"400", "401", "404", "413", "429", "503"}
+ROUTER_ERRORS = {"400", "401", "404", "413", "503", "4XX"}
+ERROR_FIELDS = {"message", "type", "param", "code"}
+BASE = {
+    "/v1/chat/completions": {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "a b"}],
+        "logprobs": True,
+    },
+    "/v1/completions": {"model": "fake-model", "prompt": "a b"},
+}
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[TestClient[Any]]:
+    from tests.conftest import make_container
+
+    with TestClient(create_app(make_container(), load_in_background=False)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def serve_doc(served: TestClient[Any]) -> dict[str, Any]:
+    response = served.get("/schema/openapi.json")
+    assert response.status_code == 200
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+@pytest.fixture(scope="module")
+def router_doc() -> dict[str, Any]:
+    with TestClient(router_app(FakeReplicas())) as client:
+        doc: dict[str, Any] = client.get("/schema/openapi.json").json()
+        return doc
+
+
+def json_body(response: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = response["content"]["application/json"]["schema"]
+    return schema
+
+
+def assert_openai_error(response: dict[str, Any]) -> None:
+    schema = json_body(response)
+    assert schema["required"] == ["error"]
+    error = schema["properties"]["error"]
+    assert set(error["required"]) == ERROR_FIELDS
+    assert error["additionalProperties"] is False
+
+
+def request_schema(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    body = doc["paths"][path]["post"]["requestBody"]
+    assert body["required"] is True
+    schema: dict[str, Any] = body["content"]["application/json"]["schema"]
+    return schema
+
+
+@pytest.mark.parametrize("path", list(POSTS))
+def test_serve_posts_document_every_parameter_and_status(
+    serve_doc: dict[str, Any], path: str
+) -> None:
+    schema = request_schema(serve_doc, path)
+    assert set(schema["properties"]) == set(POSTS[path].model_fields)
+    assert schema["additionalProperties"] is False
+    assert "model" in schema["required"]
+    responses = serve_doc["paths"][path]["post"]["responses"]
+    assert set(responses) == {"200", *SERVE_ERRORS}
+    assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
+    for status in SERVE_ERRORS:
+        assert_openai_error(responses[status])
+    for status in ("429", "503"):
+        assert "Retry-After" in responses[status]["headers"]
+
+
+def test_serve_documents_its_reads(serve_doc: dict[str, Any]) -> None:
+    paths = serve_doc["paths"]
+    assert set(paths) == {"/health", "/metrics", "/v1/models", *POSTS}
+    assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
+    assert "text/plain; version=0.0.4" in paths["/metrics"]["get"]["responses"]["200"]["content"]
+    models = paths["/v1/models"]["get"]["responses"]
+    assert set(models) == {"200", "401", "503"}
+    card = json_body(models["200"])["properties"]["data"]["items"]
+    assert {"id", "object", "created", "owned_by"} <= set(card["required"])
+
+
+def test_chat_messages_and_prompt_shapes_are_documented(serve_doc: dict[str, Any]) -> None:
+    chat = request_schema(serve_doc, "/v1/chat/completions")
+    assert set(chat["required"]) == {"model", "messages"}
+    message = chat["properties"]["messages"]["items"]
+    assert message["properties"]["role"]["enum"] == ["system", "user", "assistant", "developer"]
+    prompt = request_schema(serve_doc, "/v1/completions")["properties"]["prompt"]
+    assert len(prompt["anyOf"]) == 4  # text, texts, token ids, lists of token ids
+    stop = chat["properties"]["stop"]["anyOf"]
+    assert {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4} in stop
+
+
+def bounds(schema: dict[str, Any]) -> dict[str, float]:
+    """The numeric bounds of a property (of its number branch when it may be null)."""
+    for branch in schema.get("anyOf", [schema]):
+        found = {k: branch[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in branch}
+        if found:
+            return found
+    return {}
+
+
+SAMPLING = [
+    "max_tokens", "temperature", "top_p", "top_k", "n", "seed", "presence_penalty",
+    "frequency_penalty",
+]  # fmt: skip
+BOUNDED = {
+    "/v1/chat/completions": [*SAMPLING, "max_completion_tokens", "top_logprobs"],
+    "/v1/completions": [*SAMPLING, "logprobs", "best_of"],
+}
+FLOATS = {"temperature", "top_p", "presence_penalty", "frequency_penalty"}
+
+
+@pytest.mark.parametrize(("path", "name"), [(p, n) for p, names in BOUNDED.items() for n in names])
+def test_documented_limits_are_the_enforced_ones(
+    served: TestClient[Any], serve_doc: dict[str, Any], path: str, name: str
+) -> None:
+    """At each documented bound the value is taken; one step past it is a 400 naming it."""
+    limits = bounds(request_schema(serve_doc, path)["properties"][name])
+    assert limits, f"{name} documents no bound"
+    step = 1e-6 if name in FLOATS else 1
+    cases = []
+    if "minimum" in limits:
+        cases += [(limits["minimum"], True), (limits["minimum"] - step, False)]
+    if "maximum" in limits:
+        cases += [(limits["maximum"], True), (limits["maximum"] + step, False)]
+    if "exclusiveMinimum" in limits:
+        cases += [(limits["exclusiveMinimum"] + step, True), (limits["exclusiveMinimum"], False)]
+    for value, accepted in cases:
+        extra: dict[str, Any] = {name: value}
+        if name == "best_of" and accepted:
+            extra["n"] = value  # best_of other than n is refused on its own
+        response = served.post(path, json=BASE[path] | extra)
+        if accepted:
+            assert response.status_code == 200, (name, value, response.text)
+        else:
+            assert response.status_code == 400, (name, value, response.text)
+            assert response.json()["error"]["param"] == name
+
+
+@pytest.mark.parametrize("path", list(POSTS))
+def test_router_posts_document_bodies_and_statuses(router_doc: dict[str, Any], path: str) -> None:
+    schema = request_schema(router_doc, path)
+    assert set(schema["properties"]) == set(POSTS[path].model_fields)
+    responses = router_doc["paths"][path]["post"]["responses"]
+    assert set(responses) == {"200", *ROUTER_ERRORS}
+    assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
+    for status in ROUTER_ERRORS:
+        assert_openai_error(responses[status])
+
+
+def test_router_documents_experts_and_admin_routes(router_doc: dict[str, Any]) -> None:
+    paths = router_doc["paths"]
+    replicas = "/router/experts/{expert}/replicas"
+    replica = replicas + "/{name}"
+    assert set(paths) == {
+        "/health", "/metrics", "/v1/models", *POSTS, "/router/experts", replicas, replica,
+        replica + "/drain", replica + "/resume",
+    }  # fmt: skip
+    assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
+    experts = paths["/router/experts"]["get"]["responses"]
+    assert set(experts) == {"200", "401"}
+    assert "experts" in json_body(experts["200"])["required"]
+    add = paths[replicas]["post"]
+    assert set(add["responses"]) == {"201", "400", "401", "403", "404", "413"}
+    assert add["requestBody"]["content"]["application/json"]["schema"]["required"] == ["url"]
+    for route, method in [(replica, "delete"), (replica + "/drain", "post")]:
+        responses = paths[route][method]["responses"]
+        assert set(responses) == {"200", "401", "403", "404"}
+        for status in ("401", "403", "404"):
+            assert_openai_error(responses[status])
