@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import openai
 import pytest
 
 from tests.e2e.server import running_server
-from tests.e2e.vllm_env import vllm_python
+from tests.e2e.vllm_env import START_TIMEOUT, vllm_python
 
 KEY = "sk-conformance"
 ENGINES = ["transformers", "vllm"]
@@ -38,11 +39,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(
     request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
-    python = vllm_python() if request.param == "vllm" else sys.executable
+    vllm = request.param == "vllm"
+    python, timeout = (vllm_python(), START_TIMEOUT) if vllm else (sys.executable, 240.0)
     log = tmp_path_factory.mktemp("serve") / f"{request.param}.log"
     args = ("--model", str(tiny_model_dir), "--served-model-name", "tiny", "--api-key", KEY)
     args += ("--backend", request.param, "--max-model-len", "256", "--max-num-seqs", "4")
-    with running_server(*args, log=log, python=python) as base:
+    with running_server(*args, log=log, timeout=timeout, python=python) as base:
         yield base, request.param
 
 
@@ -187,33 +189,65 @@ def test_unknown_model_overflow_and_missing_key(client: openai.OpenAI, server: A
 
 
 def test_clients_that_disconnect_free_the_engine(client: openai.OpenAI, server: Any) -> None:
-    impatient = openai.AsyncOpenAI(
-        base_url=f"{server[0]}/v1", api_key=KEY, max_retries=0, timeout=0.5
-    )
+    """Streams hung up after their first chunk, and unstreamed requests dropped while the
+    server reports their sequences in the engine: /metrics shows every disconnect seen as such
+    (499), their sequences out of the waiting line, and the engine idle afterwards. Nothing
+    waits on a clock: the dropped requests hold 64 sequences of 200 tokens for 4 slots."""
+    base, headers = server[0], {"Authorization": f"Bearer {KEY}"}
+    long = {"model": "tiny", "messages": HELLO, "max_tokens": 200, "ignore_eos": True}
 
-    async def time_out() -> None:
-        with pytest.raises(openai.APITimeoutError):
-            await impatient.chat.completions.create(
-                model="tiny", messages=HELLO, max_tokens=200, temperature=0
-            )
+    def sample(text: str, name: str) -> float:
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
 
-    async def hang_up() -> None:
-        stream = await impatient.chat.completions.create(
-            model="tiny", messages=HELLO, max_tokens=200, temperature=0, stream=True
-        )
-        await anext(aiter(stream))
-        await stream.close()
+    async def read_metrics(http: httpx.AsyncClient) -> dict[str, float]:
+        text = (await http.get("/metrics")).text
+        dropped = 'largeforge_requests_total{endpoint="/v1/chat/completions",status="499"}'
+        waiting = sample(text, "largeforge_num_requests_waiting")
+        running = sample(text, "largeforge_num_requests_running")
+        return {
+            "in_flight": running + waiting,
+            "waiting": waiting,
+            "dropped": sample(text, dropped),
+        }
+
+    async def until(http: httpx.AsyncClient, what: str, value: float) -> dict[str, float]:
+        deadline = time.monotonic() + 120  # a bound for failing, not a synchronisation
+        while (seen := await read_metrics(http))[what] != value:
+            assert time.monotonic() < deadline, f"{what} stayed {seen[what]}, expected {value}"
+            await asyncio.sleep(0.02)
+        return seen
+
+    async def hang_up(http: httpx.AsyncClient) -> None:
+        async with http.stream("POST", "/v1/chat/completions", json=long | {"stream": True}) as r:
+            assert r.status_code == 200  # its first token exists: the sequence is in the engine
+            async for line in r.aiter_lines():
+                assert line.startswith("data: ")
+                break  # leaving the block closes the connection mid-stream
 
     async def crowd() -> None:
-        await asyncio.gather(*(time_out() if i % 2 else hang_up() for i in range(8)))
-        await impatient.close()
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
+            await until(http, "in_flight", 0)
+            await asyncio.gather(*(hang_up(http) for _ in range(4)))
+            await until(http, "in_flight", 0)
+            dropped = (await read_metrics(http))["dropped"]
+            posts = [
+                asyncio.create_task(http.post("/v1/chat/completions", json=long | {"n": 16}))
+                for _ in range(4)
+            ]
+            await until(http, "in_flight", 4 * 16)  # every choice of every request admitted
+            for post in posts:
+                post.cancel()  # the client goes away mid-request
+            await asyncio.gather(*posts, return_exceptions=True)
+            seen = await until(http, "dropped", dropped + 4)  # seen as disconnects, not answered
+            # Their sequences left the waiting line before the server counted the disconnect
+            # (running ones leave at the engine's next step).
+            assert seen["waiting"] == 0
+            await until(http, "in_flight", 0)
 
     asyncio.run(crowd())
-    reply = client.with_options(timeout=20).chat.completions.create(
+    reply = client.with_options(timeout=60).chat.completions.create(
         model="tiny", messages=HELLO, max_tokens=4
     )
     assert reply.choices
-    metrics = httpx.get(f"{server[0]}/metrics").text
-    running = re.search(r"^largeforge_num_requests_running (\S+)$", metrics, re.M)
-    assert running is not None
-    assert float(running.group(1)) == 0.0
+    assert sample(httpx.get(f"{base}/metrics").text, "largeforge_num_requests_running") == 0

