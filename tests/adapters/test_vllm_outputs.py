@@ -79,6 +79,7 @@ def test_generated_tokens_need_one_logprob_each_when_asked() -> None:
         (4, -0.7, (("<4>", -0.7),)),
     ]
     assert step_entries(tokens, None, None, texts) == [None, None]
+    assert step_entries([], None, 1, texts) == []  # a delta without new tokens
     with pytest.raises(EngineFaultError, match="1 log-probabilities for 2 generated tokens"):
         step_entries(tokens, options[:1], 1, texts)
     with pytest.raises(EngineFaultError, match="none log-probabilities"):

@@ -55,7 +55,7 @@ def step_entries(
     tokens: Sequence[int], scored: Sequence[Options] | None, top: int | None, texts: Texts
 ) -> list[TokenLogprob | None]:
     """Entries for the tokens of one output delta: all None unless logprobs were asked for."""
-    if top is None:
+    if top is None or not tokens:
         return [None] * len(tokens)
     if scored is None or len(scored) != len(tokens):
         count = "none" if scored is None else len(scored)
