@@ -302,7 +302,7 @@ def _classifier(
     if kind == "keyword":
         return keyword
     if embeddings is None:
-        raise ValueError(f"the {kind} classifier needs an embedding model")
+        raise ConfigError(f"the {kind} classifier needs an embedding model")
     neural = NeuralClassifier(policy, embeddings)
     if kind == "neural":
         return neural

@@ -132,6 +132,7 @@ def bad_inputs(f: Files, router_yaml: str, labelled: str) -> list[list[str]]:
         ["route", "eval", router_yaml, f.missing],
         ["route", "eval", router_yaml, f.not_json],
         ["route", "eval", router_yaml, f.empty_jsonl],
+        ["route", "eval", router_yaml, f.write("labels.jsonl", '{"query": "q", "expert": "x"}\n')],
         ["route", "calibrate", router_yaml, f.undetectable, "-o", f.out_yaml],
     ]
 

@@ -147,7 +147,7 @@ def test_evaluate_counts_accuracy_confusion_and_default_share() -> None:
     assert result.per_expert["math"].precision == 1.0
     assert result.per_expert["math"].recall == 0.5
     assert result.default_share == pytest.approx(3 / 5)
-    with pytest.raises(ValueError, match="not an expert"):
+    with pytest.raises(ConfigError, match="not an expert"):
         evaluate(KeywordClassifier(pol), pol, [LabelledQuery("x", "chef")])
 
 

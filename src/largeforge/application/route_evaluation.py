@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from largeforge.application.classifiers import QueryClassifier
+from largeforge.domain.errors import ConfigError
 from largeforge.domain.routing import RouteStage, RoutingPolicy, best_above
 
 
@@ -54,7 +55,7 @@ def evaluate(
     errors: list[tuple[str, str, str]] = []
     for item in labelled:
         if item.expert not in confusion:
-            raise ValueError(
+            raise ConfigError(
                 f"label '{item.expert}' is not an expert of this router: {', '.join(names)}"
             )
         decision = classifier.classify(item.query)
