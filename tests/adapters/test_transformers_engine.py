@@ -287,6 +287,23 @@ def test_max_queue_counts_only_requests_waiting_for_a_slot(held: Held) -> None:
     assert [len(got) for got in asyncio.run(crowd())] == [8, 8, 8]
 
 
+@pytest.mark.parametrize("held", [(1, 1)], indirect=True)
+def test_a_waiting_request_whose_client_left_frees_its_place_in_line_at_once(held: Held) -> None:
+    async def leave() -> list[list[int]]:
+        tasks = await held.start(1)
+        await asyncio.to_thread(held.gate.wait_paused)  # the only slot taken, the scheduler held
+        (waiting,) = await held.start(1)
+        assert held.engine.load() == EngineLoad(waiting=1, running=1)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert held.engine.load() == EngineLoad(waiting=0, running=1)  # before any step
+        tasks += await held.start(1)  # so the line has room again
+        held.gate.open()
+        return list(await asyncio.gather(*tasks))
+
+    assert [len(got) for got in asyncio.run(leave())] == [8, 8]
+
+
 def test_a_closing_engine_answers_unavailable_not_overloaded(tiny_model_dir: Path) -> None:
     closing = TransformersInferenceEngine(str(tiny_model_dir), "t", max_num_seqs=1)
     ids = prompt(closing, "Busy.")

@@ -151,6 +151,15 @@ class ContinuousBatcher:
             self._waiting.append(seq)
             self._cond.notify()
 
+    def cancel(self, seq: Generating) -> None:
+        """Its consumer left: a waiting `seq` leaves the line now, a running one before the
+        next step."""
+        with self._cond:
+            seq.cancelled = True
+            if seq in self._waiting:  # Generating compares by identity
+                self._waiting.remove(seq)
+                self._release_locked([seq])
+
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run `fn` on the scheduler thread between two steps (it owns the model)."""
         future: Future[T] = Future()
@@ -183,10 +192,6 @@ class ContinuousBatcher:
                         break
                     jobs = list(self._jobs)
                     self._jobs.clear()
-                    if any(s.cancelled for s in self._waiting):  # their clients left: free now
-                        gone = [s for s in self._waiting if s.cancelled]
-                        self._waiting = deque(s for s in self._waiting if not s.cancelled)
-                        self._release_locked(gone)
                     room = self._max_num_seqs - len(self._running)
                     admitted = [
                         self._waiting.popleft() for _ in range(min(room, len(self._waiting)))

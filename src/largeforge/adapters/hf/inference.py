@@ -124,7 +124,7 @@ class TransformersInferenceEngine(TokenizerCodec):
                 if item.finish_reason is not None:
                     return
         finally:
-            seq.cancelled = True  # the scheduler drops it before its next step
+            self._batcher.cancel(seq)  # frees its place in line now, its slot before next step
 
     async def prompt_logprobs(
         self, prompt_ids: Sequence[int], top: int, adapter: str | None = None
