@@ -43,10 +43,12 @@ def test_schema_driven_bodies_get_documented_answers_never_a_5xx(
     schema = served_schema(client.get("/schema/openapi.json").json(), models, engine.vocab_size)
     before = len(engine.requests)
     tally = fuzz(client, schema, path, examples=EXAMPLES, max_body=MAX_BODY)
+    print(path, tally)  # shown with -s
     assert tally.examples >= EXAMPLES, tally
     assert tally.statuses[413] > 0, tally  # oversize bodies were sent
-    assert tally.share_2xx() >= 0.4, tally
-    assert len(engine.requests) - before >= 0.4 * tally.examples, tally
+    assert tally.share_2xx() >= 0.45, tally
+    assert tally.valid_accepted() >= 0.75, tally  # best_of != n is the usual refusal
+    assert len(engine.requests) - before >= 0.45 * tally.examples, tally
 
 
 def check(response: Any) -> None:

@@ -187,3 +187,54 @@ def test_router_documents_experts_and_admin_routes(router_doc: dict[str, Any]) -
         assert set(responses) == {"200", "401", "403", "404"}
         for status in ("401", "403", "404"):
             assert_openai_error(responses[status])
+
+
+def rule_cases(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str | None]]:
+    """(path, body change, None if taken else the param a 400 names), for the documented rules
+    that are not numeric bounds."""
+    chat = request_schema(doc, "/v1/chat/completions")["properties"]
+    max_stop = chat["stop"]["anyOf"][1]["maxItems"]
+    text = {"type": "text", "text": "a"}
+    return [
+        ("/v1/chat/completions", {"stop": ["s"] * max_stop}, None),
+        ("/v1/chat/completions", {"stop": ["s"] * (max_stop + 1)}, "stop"),
+        ("/v1/chat/completions", {"stop": ""}, "stop"),
+        ("/v1/chat/completions", {"messages": []}, "messages"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [text]}]}, None),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "tool", "content": "a"}]},
+            "messages.0.role",
+        ),
+        ("/v1/chat/completions", {"logit_bias": {}}, None),
+        ("/v1/chat/completions", {"logit_bias": {"5": 1.0}}, "logit_bias"),
+        ("/v1/chat/completions", {"tools": []}, None),
+        ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools"),
+        ("/v1/chat/completions", {"response_format": {"type": "text"}}, None),
+        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {"stream_options": {"include_usage": True}}, "stream_options"),
+        ("/v1/chat/completions", {"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+        ("/v1/chat/completions", {"temperature": "0.5"}, "temperature"),
+        ("/v1/chat/completions", {"max_tokens": True}, "max_tokens"),
+        ("/v1/chat/completions", {"max_tokens": 2.0}, None),  # JSON Schema: an integer
+        ("/v1/chat/completions", {"unknown": 1}, "unknown"),
+        ("/v1/completions", {"prompt": []}, "prompt"),
+        ("/v1/completions", {"prompt": [[]]}, "prompt"),
+        ("/v1/completions", {"prompt": [[1, 2], [3]]}, None),
+        ("/v1/completions", {"prompt": ["a", "b"], "stream": True}, "prompt"),
+        ("/v1/completions", {"suffix": ""}, None),
+        ("/v1/completions", {"suffix": "x"}, "suffix"),
+        ("/v1/completions", {"best_of": 2}, "best_of"),
+    ]
+
+
+def test_documented_rules_are_the_enforced_ones(
+    served: TestClient[Any], serve_doc: dict[str, Any]
+) -> None:
+    for path, change, param in rule_cases(serve_doc):
+        response = served.post(path, json=BASE[path] | change)
+        if param is None:
+            assert response.status_code == 200, (change, response.text)
+        else:
+            assert response.status_code == 400, (change, response.text)
+            assert response.json()["error"]["param"] == param, (change, response.text)

@@ -43,7 +43,9 @@ def test_schema_driven_bodies_get_documented_answers_never_a_5xx(
     # negative bodies are not all refused here: the fake experts do not validate what the
     # router passes on (a real expert refuses it, and the router passes its 4xx through)
     tally = fuzz(client, schema, path, examples=EXAMPLES, max_body=MAX_BODY, rejects=False)
+    print(path, tally)  # shown with -s
     assert tally.examples >= EXAMPLES, tally
     assert tally.statuses[413] > 0, tally
-    assert tally.share_2xx() >= 0.5, tally
-    assert received(replicas) - before >= 0.5 * tally.examples, tally
+    assert tally.share_2xx() >= 0.6, tally
+    assert tally.valid_accepted() >= 0.9, tally
+    assert received(replicas) - before >= 0.6 * tally.examples, tally

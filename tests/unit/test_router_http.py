@@ -192,3 +192,12 @@ def test_admin_on_an_unknown_replica_or_expert_is_404(replicas: FakeReplicas) ->
             assert response.status_code == 404, path
             assert "nope" in response.json()["error"]["message"]
         assert client.delete("/router/experts/nope/replicas/x", headers=admin).status_code == 404
+
+
+def test_a_content_part_of_any_shape_is_routed_not_a_500(client: TestClient[Any]) -> None:
+    """Found by the schema-driven fuzz (test_router_fuzz.py): `"text": 5` raised a TypeError."""
+    parts = [{"type": "text", "text": 5}, {"type": "text", "text": "python code"}, "x"]
+    body = {"model": "auto", "messages": [{"role": "user", "content": parts}]}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-largeforge-expert"] == "code"

@@ -268,7 +268,7 @@ class CompletionBody(_Sampling):
     ]
     echo: StrictBool = False
     logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    best_of: Int | None = Field(None, ge=1)
+    best_of: Int | None = Field(None, ge=1, description="must equal n when given")
     suffix: Annotated[str | None, _or_null({"type": "string", "maxLength": 0})] = None
     max_tokens: Int | None = Field(16, ge=1)
 
