@@ -79,6 +79,7 @@ def bad_inputs(f: Files, router_yaml: str, labelled: str) -> list[list[str]]:
         ["run-training", "--dataset", f.missing, "--model", str(f.not_a_model)],
         ["run-training", "--model", f.missing],
         ["run-training", "--resume", "--output", f.out_dir],
+        ["run-training", "--nproc", "0"],
         # serve: a model that is not there or not a model, bad adapters, bad values
         ["serve", "--model", f.missing],
         ["serve", "--model", str(f.not_a_model)],

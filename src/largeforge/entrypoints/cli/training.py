@@ -56,6 +56,8 @@ def run_training(
     """
     from largeforge.container import Container
 
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _launch(nproc, config, max_steps, output, model, dataset, name, resume, force)
     _sigterm_interrupts()
