@@ -58,7 +58,8 @@ def serve(
     max_num_seqs
         Sequences generated together in one batch.
     max_queue
-        Requests allowed to wait for a batch slot; beyond it requests get 429 with Retry-After.
+        Requests allowed to wait while every batch slot is taken (0: none wait); beyond it,
+        429 with Retry-After.
     on_overflow
         When prompt + max_tokens exceed the context: reject (400) or truncate-max-tokens.
         The prompt is never cut.
