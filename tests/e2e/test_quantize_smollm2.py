@@ -1,5 +1,8 @@
 """AWQ and GPTQ of the embedded SmolLM2-135M on this CPU through the real CLI, the report's
-goals, and the quantized model answering the `openai` client through `largeforge serve`."""
+goals, and the quantized model answering the `openai` client through `largeforge serve`.
+
+The AWQ run is the README's command with no other options (group size `auto`: 64 for SmolLM2);
+the GPTQ run passes `--group-size 32`, the size that fits SmolLM2's weights best."""
 
 from __future__ import annotations
 
@@ -31,16 +34,36 @@ def quantize(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+#: Each method's command line after `largeforge quantize`, and the group size it must get.
+RUNS = {
+    "awq": (("smollm2-135m-instruct", "--method", "awq"), 64),
+    "gptq": (("--method", "gptq", "--group-size", "32"), 32),
+}
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("quantized")
     outputs = {}
-    for method in GOALS:
+    for method, (args, _) in RUNS.items():
         out = root / method
-        result = quantize("--method", method, "--group-size", "32", "--output", str(out))
+        result = quantize(*args, "-o", str(out))
         assert result.returncode == 0, result.stderr[-3000:]
+        (root / f"{method}.stdout").write_text(result.stdout)
         outputs[method] = out
     return outputs
+
+
+def test_the_default_command_picks_the_group_size_and_says_so(
+    quantized: dict[str, Path],
+) -> None:
+    report = json.loads((quantized["awq"] / "quantization_report.json").read_text())
+    assert (report["group_size"], report["group_size_auto"]) == (RUNS["awq"][1], True)
+    config = json.loads((quantized["awq"] / "config.json").read_text())
+    weights = config["quantization_config"]["config_groups"]["group_0"]["weights"]
+    assert weights["group_size"] == RUNS["awq"][1]
+    said = "- group size: 64 (auto: the largest of 128, 64, 32 that divides every quantized layer"
+    assert said in (quantized["awq"].parent / "awq.stdout").read_text()
 
 
 @pytest.mark.parametrize("method", sorted(GOALS))
@@ -53,6 +76,7 @@ def test_report_meets_the_perplexity_and_size_goals(
     assert report["engine"].startswith("llm-compressor")
     assert report["scheme"] == "W4A16_ASYM"
     assert report["calibration"] == "sample"
+    assert report["group_size"] == RUNS[method][1]
     assert report["perplexity_ratio"] <= GOALS[method], report
     assert report["size_ratio"] <= 0.40, report
     assert (quantized[method] / "quantization_report.md").is_file()
