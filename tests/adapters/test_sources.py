@@ -52,6 +52,7 @@ def variants(fmt: DatasetFormat) -> list[dict[str, Any]]:
     for i in range(3):
         row = json.loads(json.dumps(base).replace("yo", f"yo {i}").replace('"3"', f'"3 {i}"'))
         row = json.loads(json.dumps(row).replace("Once upon", f"Once {i} upon"))
+        row = json.loads(json.dumps(row).replace("about rain", f"about rain {i}"))
         out.append(row)
     return out
 
