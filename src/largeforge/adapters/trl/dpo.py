@@ -52,6 +52,7 @@ class TrlDpoTrainer:
     def __init__(self, device: str = "auto") -> None:
         self._device = device
 
+    @stack.stop_wins
     def train(
         self,
         plan: TrainingPlan,

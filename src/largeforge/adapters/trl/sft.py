@@ -41,6 +41,7 @@ class TrlSftTrainer:
     def __init__(self, device: str = "auto") -> None:
         self._device = device
 
+    @stack.stop_wins
     def train(
         self,
         plan: TrainingPlan,

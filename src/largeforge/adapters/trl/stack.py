@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from largeforge.adapters.hf import packed_attention
 from largeforge.adapters.system.device import DeviceInfo, detect_device
+from largeforge.adapters.system.signals import StopRequested, stop_requested
 from largeforge.domain.errors import BackendUnavailableError
 from largeforge.domain.training import AdapterKind, LoraSpec, TrainingPlan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stop_wins(train: F) -> F:
+    """A trainer's `train` whose errors, once a stop was requested (SIGTERM), are the stop.
+
+    The signal handler raises where the signal lands: inside an import or a library's own
+    except-clause it can surface as an ImportError or another error, and the run would be
+    recorded as failed instead of interrupted."""
+
+    @functools.wraps(train)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return train(*args, **kwargs)
+        except Exception as exc:
+            if stop_requested.is_set():
+                raise StopRequested(f"stop requested ({type(exc).__name__} raised)") from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 def require_training_stack() -> None:
