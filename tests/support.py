@@ -40,7 +40,9 @@ def build_tiny_model(out: Path, seed: int = 0, head_dim: int = 16) -> Path:
     return out
 
 
-def build_tiny_adapter(model_dir: Path, out: Path, seed: int = 1) -> Path:
+def build_tiny_adapter(
+    model_dir: Path, out: Path, seed: int = 1, rank: int = 4, alpha: int = 8
+) -> Path:
     """Save a LoRA adapter for the tiny model whose weights change its outputs (B is not zero)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -48,7 +50,7 @@ def build_tiny_adapter(model_dir: Path, out: Path, seed: int = 1) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"])
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj", "o_proj"])
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.server import free_port, running_server, spawn, stop
 from tests.e2e.vllm_env import START_TIMEOUT, vllm_python
+from tests.support import build_tiny_adapter
 
 pytestmark = pytest.mark.slow
 RANK = 24  # not one of vLLM's ranks (1, 8, 16, 32, ...): the engine must reserve 32 for it
@@ -28,20 +29,7 @@ PROMPT = "The cat sat on the mat because it"
 
 def build_adapter(model_dir: Path, out: Path) -> Path:
     """A rank-24 LoRA adapter whose weights change the model's outputs (B is not zero)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(3)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=RANK, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"])
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    peft_model.save_pretrained(out)
-    return out
+    return build_tiny_adapter(model_dir, out, seed=3, rank=RANK, alpha=16)
 
 
 def reference_logprobs(model_dir: Path, adapter: Path | None, ids: list[int]) -> list[float]:

@@ -7,7 +7,7 @@ is a `RowError` naming the field, so readers can report it with the row's line n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -343,15 +343,7 @@ def check_prompt_turns(messages: tuple[Message, ...], field: str = "prompt") -> 
         raise RowError("no user turn", field, kind="no_user_turn")
     if turns[-1].role is not Role.USER:
         raise RowError("the prompt must end with a user turn", field, kind="no_user_turn")
-    for i, message in enumerate(turns):
-        expected = Role.USER if i % 2 == 0 else Role.ASSISTANT
-        if message.role is not expected:
-            raise RowError(
-                f"turns must alternate user/assistant, starting with user (turn {i + 1} is "
-                f"{message.role.value})",
-                field,
-                kind="bad_turn_order",
-            )
+    check_alternation(turns, field)
     if not turns[-1].content.strip():
         raise RowError("empty prompt (the last user turn has no text)", field, kind="empty_prompt")
 
@@ -445,3 +437,16 @@ class DatasetSpec:
     @property
     def column_map(self) -> dict[str, str]:
         return dict(self.columns)
+
+
+def check_alternation(turns: Sequence[Message], field: str) -> None:
+    """Turns (system messages left out) alternate user/assistant, starting with user."""
+    for i, message in enumerate(turns):
+        expected = Role.USER if i % 2 == 0 else Role.ASSISTANT
+        if message.role is not expected:
+            raise RowError(
+                f"turns must alternate user/assistant, starting with user (turn {i + 1} is "
+                f"{message.role.value})",
+                field,
+                kind="bad_turn_order",
+            )

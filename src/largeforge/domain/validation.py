@@ -19,7 +19,7 @@ from largeforge.domain.datasets import (
     SftExample,
 )
 from largeforge.domain.errors import DatasetError
-from largeforge.domain.formats import RowError, check_prompt_turns
+from largeforge.domain.formats import RowError, check_alternation, check_prompt_turns
 from largeforge.domain.text import clean_text, normalized_key
 
 
@@ -66,15 +66,8 @@ def check_turns(conversation: Conversation, field_name: str = "messages") -> Non
         raise RowError(
             "the conversation must end with an assistant turn", field_name, kind="bad_turn_order"
         )
+    check_alternation(turns, field_name)
     for i, message in enumerate(turns):
-        expected = Role.USER if i % 2 == 0 else Role.ASSISTANT
-        if message.role is not expected:
-            raise RowError(
-                f"turns must alternate user/assistant, starting with user (turn {i + 1} is "
-                f"{message.role.value})",
-                field_name,
-                kind="bad_turn_order",
-            )
         if message.role is Role.ASSISTANT and not message.content.strip():
             raise RowError(
                 f"empty assistant turn (turn {i + 1})", field_name, kind="empty_assistant"
