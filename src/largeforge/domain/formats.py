@@ -336,9 +336,7 @@ def parse_prompt(row: Mapping[str, Any]) -> PromptExample:
 def check_prompt_turns(messages: tuple[Message, ...], field: str = "prompt") -> None:
     """An optional leading system message, then user/assistant turns ending with a non-empty
     user turn."""
-    if any(m.role is Role.SYSTEM for m in messages[1:]):
-        raise RowError("a system message may only come first", field, kind="bad_turn_order")
-    turns = [m for m in messages if m.role is not Role.SYSTEM]
+    turns = dialogue_turns(messages, field)
     if not any(m.role is Role.USER for m in turns):
         raise RowError("no user turn", field, kind="no_user_turn")
     if turns[-1].role is not Role.USER:
@@ -437,6 +435,14 @@ class DatasetSpec:
     @property
     def column_map(self) -> dict[str, str]:
         return dict(self.columns)
+
+
+def dialogue_turns(messages: Sequence[Message], field: str) -> list[Message]:
+    """The turns after an optional leading system message (a system message elsewhere is a
+    `RowError`)."""
+    if any(m.role is Role.SYSTEM for m in messages[1:]):
+        raise RowError("a system message may only come first", field, kind="bad_turn_order")
+    return [m for m in messages if m.role is not Role.SYSTEM]
 
 
 def check_alternation(turns: Sequence[Message], field: str) -> None:

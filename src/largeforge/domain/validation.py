@@ -19,7 +19,12 @@ from largeforge.domain.datasets import (
     SftExample,
 )
 from largeforge.domain.errors import DatasetError
-from largeforge.domain.formats import RowError, check_alternation, check_prompt_turns
+from largeforge.domain.formats import (
+    RowError,
+    check_alternation,
+    check_prompt_turns,
+    dialogue_turns,
+)
 from largeforge.domain.text import clean_text, normalized_key
 
 
@@ -58,10 +63,7 @@ class ValidationPolicy:
 
 def check_turns(conversation: Conversation, field_name: str = "messages") -> None:
     """An optional leading system message, then user/assistant turns ending with assistant."""
-    messages = conversation.messages
-    if any(m.role is Role.SYSTEM for m in messages[1:]):
-        raise RowError("a system message may only come first", field_name, kind="bad_turn_order")
-    turns = [m for m in messages if m.role is not Role.SYSTEM]
+    turns = dialogue_turns(conversation.messages, field_name)
     if not turns or turns[-1].role is not Role.ASSISTANT:
         raise RowError(
             "the conversation must end with an assistant turn", field_name, kind="bad_turn_order"
