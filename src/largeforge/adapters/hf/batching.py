@@ -239,13 +239,15 @@ class ContinuousBatcher:
             future.cancel()
 
     def _forward(self, phase: str, seqs: Sequence[Generating], **inputs: Any) -> Any:
-        names: list[str | None] = [None] * len(seqs)
         if self._use_adapters:
             inputs["adapter_names"] = [s.adapter or BASE for s in seqs]
-            names = [None if n == BASE else n for n in inputs["adapter_names"]]
         out = self._model(**inputs, use_cache=True, logits_to_keep=1)
-        if self._on_step is not None:
-            rows = tuple(BatchRow(s.serial, n) for s, n in zip(seqs, names, strict=True))
+        if self._on_step is not None:  # the adapter each row ran under: the names passed above
+            adapters = inputs.get("adapter_names", [BASE] * len(seqs))
+            rows = tuple(
+                BatchRow(s.serial, None if name == BASE else name)
+                for s, name in zip(seqs, adapters, strict=True)
+            )
             self._on_step(BatchStep(phase, rows))
         return out
 
