@@ -13,8 +13,9 @@ from largeforge.domain.datasets import (
     SftExample,
     TextExample,
 )
-from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
+from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep, ToolCallDelta
 from largeforge.domain.quantization import QuantizationMethod, QuantizationSpec
+from largeforge.domain.tools import Constraint, ToolChoice, ToolSpec
 from largeforge.domain.training import (
     StepMetrics,
     TrainingPlan,
@@ -127,9 +128,19 @@ class InferenceEngine(Protocol):
     @property
     def vocab_size(self) -> int: ...
 
-    def render_chat(self, messages: Sequence[Message]) -> list[int]:
+    @property
+    def tool_format(self) -> str:
+        """The tool-call format its chat template teaches (`hermes` for the fallback block)."""
+        ...
+
+    def render_chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> list[int]:
         """Prompt token ids: the conversation in the model's chat template plus the generation
-        prompt."""
+        prompt. With `tools`, the template's own tool rendering, or for a template without
+        one the fallback block in the system prompt (`largeforge.domain.tool_prompt`)."""
+        ...
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        """Compile `constraint` (cached) or raise `InvalidRequestError` naming why it cannot."""
         ...
 
     def tokenize(self, text: str) -> list[int]: ...
@@ -151,6 +162,45 @@ class InferenceEngine(Protocol):
     def load(self) -> EngineLoad: ...
 
     def close(self) -> None: ...
+
+
+ReplyPiece = str | ToolCallDelta
+"""What a tool-call parser makes of generated text: plain content, or a piece of a call (the
+call's `index` in the answer; its name once, then argument fragments; `id` left None)."""
+
+
+@runtime_checkable
+class ToolCallParser(Protocol):
+    """Splits one answer's text, fed in pieces as it is generated, into content and calls.
+
+    Call text never reaches the content. Feeding the same text in any chunking yields the same
+    content and the same calls (names and joined arguments).
+    """
+
+    def feed(self, text: str) -> list[ReplyPiece]: ...
+
+    def finish(self) -> list[ReplyPiece]:
+        """The end of the answer: whatever was held back (a partial trigger is content)."""
+        ...
+
+
+@runtime_checkable
+class ToolCallFormat(Protocol):
+    """How one model family writes tool calls: the grammar that forces valid calls of the given
+    tools, and a parser for its output."""
+
+    name: str
+
+    def constraint(
+        self, tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool
+    ) -> Constraint:
+        """A grammar for the answer: under `auto` free text in which every call that starts
+        is a valid call; under `required` or a named function only calls (at least one)."""
+        ...
+
+    def parser(self) -> ToolCallParser:
+        """A new parser for one answer."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from largeforge.domain.tools import ToolCall
 
 T = TypeVar("T")
 
@@ -15,18 +17,34 @@ class Role(StrEnum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One turn of a conversation."""
+    """One turn of a conversation.
+
+    An assistant turn may carry `tool_calls` (its `content` then often empty); a `tool` turn is
+    the result of the call whose id is `tool_call_id`. `name` is the function's name on a tool
+    turn, when given.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         """The OpenAI/transformers chat-template shape."""
-        return {"role": self.role.value, "content": self.content}
+        data: dict[str, Any] = {"role": self.role.value, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            data["name"] = self.name
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +61,7 @@ class Conversation:
     def last(self) -> Message:
         return self.messages[-1]
 
-    def as_dicts(self) -> list[dict[str, str]]:
+    def as_dicts(self) -> list[dict[str, Any]]:
         return [m.as_dict() for m in self.messages]
 
 

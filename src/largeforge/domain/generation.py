@@ -7,6 +7,14 @@ from enum import StrEnum
 
 from largeforge.domain.datasets import Message
 from largeforge.domain.errors import ContextLengthExceededError, InvalidRequestError
+from largeforge.domain.tools import (
+    Constraint,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolSpec,
+)
 
 MAX_TOP_LOGPROBS = 20
 """The most alternatives a request may ask for per token (as OpenAI)."""
@@ -20,6 +28,7 @@ class FinishReason(StrEnum):
 
     STOP = "stop"
     LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
 
 
 class OverflowPolicy(StrEnum):
@@ -41,7 +50,8 @@ class SamplingParams:
     `max_tokens=None` lets the engine fill the rest of the context window (see `completion_budget`).
     `logprobs=None` returns no log-probabilities; `k >= 0` returns the chosen token's and the
     `k` most likely alternatives. `ignore_eos` keeps generating past end-of-sequence (for
-    benchmarks, as vLLM's extension of the same name).
+    benchmarks, as vLLM's extension of the same name). `constraint` is a grammar the output
+    must match (the engine masks every other token, then ends with end-of-sequence).
     """
 
     max_tokens: int | None = None
@@ -54,6 +64,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logprobs: int | None = None
     ignore_eos: bool = False
+    constraint: Constraint | None = None
 
     def __post_init__(self) -> None:
         _check(self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be at least 1",
@@ -160,13 +171,15 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """One generated alternative. `prompt_logprobs` is filled for `echo` with logprobs."""
+    """One generated alternative. `prompt_logprobs` is filled for `echo` with logprobs;
+    `tool_calls` holds the calls parsed out of the text (which then holds only the rest)."""
 
     index: int
     text: str
     finish_reason: FinishReason
     logprobs: tuple[TokenLogprob, ...] | None = None
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +200,26 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A streamed piece of tool call `index` of a choice: its id and name first (once), then
+    fragments of its JSON arguments, which joined give the call's `arguments`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChoiceDelta:
-    """A streamed piece of choice `index`: new text, its logprobs, and at the end the reason."""
+    """A streamed piece of choice `index`: new text, its logprobs, pieces of tool calls, and at
+    the end the reason."""
 
     index: int
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 def _check_n(n: int) -> None:
@@ -202,17 +228,43 @@ def _check_n(n: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A chat completion request addressed to a served model."""
+    """A chat completion request addressed to a served model.
+
+    `tools` the model may call under `tool_choice` (several calls in one answer only with
+    `parallel_tool_calls`); `response_format` the shape of a text answer.
+    """
 
     model: str
     messages: tuple[Message, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
 
     def __post_init__(self) -> None:
         if not self.messages:
             raise InvalidRequestError("messages must not be empty", param="messages")
         _check_n(self.n)
+        names = [tool.name for tool in self.tools]
+        if len(set(names)) != len(names):
+            raise InvalidRequestError("tools must have distinct function names", param="tools")
+        if self.tool_choice.calls and not self.tools:
+            raise InvalidRequestError(
+                f"tool_choice '{self.tool_choice.mode.value}' needs tools", param="tool_choice"
+            )
+        if self.tool_choice.name is not None and self.tool_choice.name not in names:
+            raise InvalidRequestError(
+                f"tool_choice names the function '{self.tool_choice.name}', which is not among "
+                f"the tools ({', '.join(names)})",
+                param="tool_choice",
+            )
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether tools are offered to the model (given, and `tool_choice` is not `none`)."""
+        return bool(self.tools) and self.tool_choice.mode is not ToolChoiceMode.NONE
 
 
 @dataclass(frozen=True, slots=True)
