@@ -25,7 +25,8 @@ from largeforge.domain import (
     TrainingRun,
 )
 from largeforge.domain.datasets import EncodedExample, TextExample
-from largeforge.domain.errors import EngineOverloadedError
+from largeforge.domain.errors import EngineOverloadedError, InvalidRequestError
+from largeforge.domain.tools import Constraint, ToolSpec
 from largeforge.domain.generation import TokenLogprob, TokenStep
 from largeforge.domain.training import TrainingUnit
 
@@ -239,6 +240,12 @@ class FakeInferenceEngine:
         self.overloaded = False
         self.fail_after: int | None = None
         self.closed = False
+        self.script: list[str] | None = None  # exact token texts to answer with, then EOS
+        self.rendered_tools: list[tuple[str, ...]] = []
+        self.checked: list[Constraint] = []
+        self.refuse_constraints = False
+        self.native_tools = False
+        self.tool_format = "hermes"
 
     @property
     def model_id(self) -> str:
@@ -262,17 +269,27 @@ class FakeInferenceEngine:
     def vocab_size(self) -> int:
         return 1000
 
-    def render_chat(self, messages: Sequence[Message]) -> list[int]:
+    def check_constraint(self, constraint: Constraint) -> None:
+        self.checked.append(constraint)
+        if self.refuse_constraints:
+            raise InvalidRequestError("the fake grammar engine refuses it")
+
+    def render_chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> list[int]:
+        self.rendered_tools.append(tuple(t.name for t in tools))
         ids = []
         for m in messages:
             ids += [self._id(f"<{m.role.value}>"), *self.tokenize(m.content), self._id("<end>")]
         return [*ids, self._id("<assistant>")]
 
-    def tokenize(self, text: str) -> list[int]:
-        return [self._id(w) for w in text.split()]
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        bos = [self._id("<bos>")] if add_special_tokens else []
+        return bos + [self._id(w) for w in text.split()]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return " ".join(self._word(i) for i in ids if i != 0)
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return " ".join(self._word(i) for i in ids if i != 0 or not skip_special_tokens)
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self._word(i) for i in ids]
 
     def _reply(self, prompt_ids: Sequence[int], params: SamplingParams) -> list[str]:
         user = self._id("<user>")
@@ -288,7 +305,7 @@ class FakeInferenceEngine:
         if self.overloaded:
             raise EngineOverloadedError("the fake queue is full", retry_after=3)
         self.requests.append((tuple(prompt_ids), params, adapter))
-        words = self._reply(prompt_ids, params)
+        words = self._reply(prompt_ids, params) if self.script is None else list(self.script)
         if adapter:
             words = [f"[{adapter}]", *words]
         words.append(self.EOS)
@@ -309,6 +326,8 @@ class FakeInferenceEngine:
                 elif n == budget:
                     finish = FinishReason.LENGTH
                 text = "" if word == self.EOS else (word if n == 1 else f" {word}")
+                if self.script is not None and word != self.EOS:
+                    text = word
                 yield TokenStep(self._id(word), text, logprob, finish)
         finally:
             self.active -= 1
@@ -324,3 +343,47 @@ class FakeInferenceEngine:
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeEmbeddingEncoder:
+    """A word-level `EmbeddingEncoder`: [CLS] words [SEP]; a vector is the L2-normalised count
+    of each id modulo `dimensions`, so texts sharing words are close."""
+
+    CLS, SEP = 1, 2
+
+    def __init__(self, dimensions: int = 8, max_input_tokens: int = 16) -> None:
+        self.name = "fake-encoder"
+        self._dimensions = dimensions
+        self._max_input_tokens = max_input_tokens
+        self._vocab: dict[str, int] = {"[PAD]": 0, "[CLS]": self.CLS, "[SEP]": self.SEP}
+        self.batches: list[list[tuple[int, ...]]] = []
+
+    @property
+    def dimensions(self) -> int:
+        return self._dimensions
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self._max_input_tokens
+
+    @property
+    def vocab_size(self) -> int:
+        return 100
+
+    def tokenize(self, text: str) -> list[int]:
+        words = [self._vocab.setdefault(w, len(self._vocab)) for w in text.lower().split()]
+        return [self.CLS, *words, self.SEP]
+
+    def vectors(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        self.batches.append([tuple(i) for i in inputs])
+        result = []
+        for ids in inputs:
+            counts = [0.0] * self._dimensions
+            for i in ids:
+                counts[i % self._dimensions] += 1.0
+            norm = sum(c * c for c in counts) ** 0.5 or 1.0
+            result.append([c / norm for c in counts])
+        return result
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        raise NotImplementedError("the router's path; the API uses vectors()")

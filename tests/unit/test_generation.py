@@ -26,7 +26,7 @@ class ScriptedEngine(FakeInferenceEngine):
         self.replies = list(replies)
         self.chats: list[tuple[Message, ...]] = []
 
-    def render_chat(self, messages: Sequence[Message]) -> list[int]:
+    def render_chat(self, messages: Sequence[Message], tools: Sequence[object] = ()) -> list[int]:
         self.chats.append(tuple(messages))
         return super().render_chat(messages)
 

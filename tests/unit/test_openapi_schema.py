@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from largeforge.entrypoints.http import openapi_models as models
 from largeforge.entrypoints.http.app import create_app
+from largeforge.entrypoints.http.embeddings import EmbeddingBody
 from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody
+from largeforge.entrypoints.http.tokens import DetokenizeBody, TokenizeChatBody, TokenizePromptBody
 from tests.router_fakes import FakeReplicas
 from tests.unit.test_router_http import router_app
 
@@ -89,13 +92,49 @@ def test_serve_posts_document_every_parameter_and_status(
 
 def test_serve_documents_its_reads(serve_doc: dict[str, Any]) -> None:
     paths = serve_doc["paths"]
-    assert set(paths) == {"/health", "/metrics", "/v1/models", *POSTS}
+    assert set(paths) == {"/health", "/metrics", "/v1/models", *POSTS, *UTILITY_POSTS}
     assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
     assert "text/plain; version=0.0.4" in paths["/metrics"]["get"]["responses"]["200"]["content"]
     models = paths["/v1/models"]["get"]["responses"]
     assert set(models) == {"200", "401", "503"}
     card = json_body(models["200"])["properties"]["data"]["items"]
     assert {"id", "object", "created", "owned_by"} <= set(card["required"])
+
+
+UTILITY_POSTS = {
+    "/v1/embeddings": (EmbeddingBody, models.EmbeddingList),
+    "/tokenize": ((TokenizePromptBody, TokenizeChatBody), models.TokenizeResponse),
+    "/detokenize": (DetokenizeBody, models.DetokenizeResponse),
+}
+UTILITY_ERRORS = {"400", "401", "404", "413", "503"}
+
+
+@pytest.mark.parametrize("path", list(UTILITY_POSTS))
+def test_embeddings_and_token_routes_document_bodies_and_statuses(
+    serve_doc: dict[str, Any], path: str
+) -> None:
+    bodies, answer = UTILITY_POSTS[path]
+    schema = request_schema(serve_doc, path)
+    shapes = schema["anyOf"] if isinstance(bodies, tuple) else [schema]
+    for body, shape in zip(bodies if isinstance(bodies, tuple) else (bodies,), shapes, strict=True):
+        assert set(shape["properties"]) == set(body.model_fields)
+        assert shape["additionalProperties"] is False
+    responses = serve_doc["paths"][path]["post"]["responses"]
+    assert set(responses) == {"200", *UTILITY_ERRORS}
+    assert set(json_body(responses["200"])["properties"]) == set(answer.model_fields)
+    for status in UTILITY_ERRORS:
+        assert_openai_error(responses[status])
+    assert "Retry-After" in responses["503"]["headers"]
+
+
+def test_embedding_input_and_tokenize_shapes_are_documented(serve_doc: dict[str, Any]) -> None:
+    embeddings = request_schema(serve_doc, "/v1/embeddings")
+    assert set(embeddings["required"]) == {"model", "input"}
+    assert len(embeddings["properties"]["input"]["anyOf"]) == 4  # the four OpenAI shapes
+    prompt, chat = request_schema(serve_doc, "/tokenize")["anyOf"]
+    assert prompt["required"] == ["prompt"]
+    assert chat["required"] == ["messages"]
+    assert request_schema(serve_doc, "/detokenize")["required"] == ["tokens"]
 
 
 def test_chat_messages_and_prompt_shapes_are_documented(serve_doc: dict[str, Any]) -> None:
@@ -204,14 +243,21 @@ def rule_cases(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str | Non
         (
             "/v1/chat/completions",
             {"messages": [{"role": "tool", "content": "a"}]},
-            "messages.0.role",
+            "messages.0.tool_call_id",
         ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "tool", "content": "a", "tool_call_id": "c"}]},
+            None,
+        ),
+        ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
         ("/v1/chat/completions", {"logit_bias": {}}, None),
         ("/v1/chat/completions", {"logit_bias": {"5": 1.0}}, "logit_bias"),
         ("/v1/chat/completions", {"tools": []}, None),
-        ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools"),
+        ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools.0.function"),
         ("/v1/chat/completions", {"response_format": {"type": "text"}}, None),
-        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, None),
+        ("/v1/chat/completions", {"response_format": {"type": "xml"}}, "response_format"),
         ("/v1/chat/completions", {"stream_options": {"include_usage": True}}, "stream_options"),
         ("/v1/chat/completions", {"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
         ("/v1/chat/completions", {"temperature": "0.5"}, "temperature"),

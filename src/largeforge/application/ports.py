@@ -129,6 +129,11 @@ class InferenceEngine(Protocol):
     def vocab_size(self) -> int: ...
 
     @property
+    def native_tools(self) -> bool:
+        """Whether the chat template renders tools itself (else the fallback block does)."""
+        ...
+
+    @property
     def tool_format(self) -> str:
         """The tool-call format its chat template teaches (`hermes` for the fallback block)."""
         ...
@@ -143,9 +148,15 @@ class InferenceEngine(Protocol):
         """Compile `constraint` (cached) or raise `InvalidRequestError` naming why it cannot."""
         ...
 
-    def tokenize(self, text: str) -> list[int]: ...
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`; prompts are tokenized without special tokens (the default)."""
+        ...
 
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each id's entry in the vocabulary (e.g. `Ġworld`), as vLLM's `/tokenize` shows it."""
+        ...
 
     def generate(
         self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None

@@ -8,7 +8,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from largeforge.domain.generation import ChoiceDelta, Completion, TokenLogprob, Usage
+from largeforge.domain.generation import (
+    Choice,
+    ChoiceDelta,
+    Completion,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -67,7 +74,7 @@ def chat_completion(
         "choices": [
             {
                 "index": index_base + c.index,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "message": assistant_message(c),
                 "logprobs": chat_logprobs(c.logprobs),
                 "finish_reason": c.finish_reason.value,
             }
@@ -75,6 +82,30 @@ def chat_completion(
         ],
         "usage": usage_json(completion.usage),
     }
+
+
+def assistant_message(choice: Choice) -> dict[str, Any]:
+    """The reply: its text, and its tool calls (the text is null when only calls remain)."""
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text, "refusal": None}
+    calls = [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in choice.tool_calls
+    ]
+    content = choice.text if choice.text.strip() else None
+    return {"role": "assistant", "content": content, "refusal": None, "tool_calls": calls}
+
+
+def tool_call_chunk(delta: ToolCallDelta) -> dict[str, Any]:
+    """One entry of a chunk's `delta.tool_calls`: id, type and name first, then arguments."""
+    if delta.name is not None:
+        function = {"name": delta.name, "arguments": delta.arguments}
+        return {"index": delta.index, "id": delta.id, "type": "function", "function": function}
+    return {"index": delta.index, "function": {"arguments": delta.arguments}}
 
 
 def combined_usage(completions: Sequence[Completion]) -> Usage:
@@ -157,17 +188,31 @@ class ChunkWriter:
         )
 
     def delta(self, delta: ChoiceDelta) -> bytes:
+        """The events of one piece: its text, each tool call piece, and the finish reason on
+        the last of them."""
         finish = delta.finish_reason.value if delta.finish_reason else None
-        if self._chat:
-            content = {"content": delta.text} if delta.text or not finish else {}
-            logprobs = chat_logprobs(delta.logprobs) if self._logprobs else None
-            choice = {"index": delta.index, "delta": content, "logprobs": logprobs}
-        else:
+        if not self._chat:
             offset = self._offsets.get(delta.index, 0)
             logprobs = text_logprobs(delta.logprobs, offset) if self._logprobs else None
             self._offsets[delta.index] = offset + sum(len(e.token) for e in delta.logprobs)
             choice = {"index": delta.index, "text": delta.text, "logprobs": logprobs}
-        return self._event([choice | {"finish_reason": finish}])
+            return self._event([choice | {"finish_reason": finish}])
+        logprobs = chat_logprobs(delta.logprobs) if self._logprobs else None
+        bodies: list[dict[str, Any]] = []
+        if delta.text or not delta.tool_calls:
+            bodies.append({"content": delta.text} if delta.text or not finish else {})
+        bodies += [{"tool_calls": [tool_call_chunk(call)]} for call in delta.tool_calls]
+        events = []
+        for number, body in enumerate(bodies):
+            last = number == len(bodies) - 1
+            choice = {
+                "index": delta.index,
+                "delta": body,
+                "logprobs": logprobs if number == 0 else None,
+                "finish_reason": finish if last else None,
+            }
+            events.append(self._event([choice]))
+        return b"".join(events)
 
     def usage(self, usage: Usage) -> bytes:
         """The closing usage chunk (`stream_options.include_usage`): no choices, the totals."""

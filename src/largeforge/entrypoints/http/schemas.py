@@ -29,6 +29,15 @@ from largeforge.domain.generation import (
     SamplingParams,
     TextRequest,
 )
+from largeforge.entrypoints.http.tool_schemas import (
+    ResponseFormatIn,
+    StructuredOutputs,
+    ToolCallIn,
+    ToolChoiceIn,
+    ToolIn,
+    response_format,
+    tool_choice,
+)
 
 SEED_RANGE = (-(2**63), 2**64 - 1)
 MAX_STOP = 4
@@ -120,11 +129,35 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)  # name, tool_call_id, refusal ...
+MESSAGE_RULES = [
+    _requires("role", {"const": "tool"}, {"required": ["tool_call_id"]}),
+    _requires("tool_call_id", {"type": "string"}, {"properties": {"role": {"const": "tool"}}}),
+    _requires("tool_calls", {"type": "array"}, {"properties": {"role": {"const": "assistant"}}}),
+]
+TOOL_CHOICE_RULE = _requires(
+    "tool_choice",
+    {"anyOf": [{"const": "required"}, {"type": "object"}]},
+    {
+        "properties": {"tools": {"type": "array", "minItems": 1}},
+        "required": ["tools"],
+        "description": "tool_choice 'required' or a named function needs tools (the named "
+        "function among them)",
+    },
+)
 
-    role: Literal["system", "user", "assistant", "developer"]
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",  # refusal, audio ...
+        strict=True,
+        json_schema_extra={"allOf": MESSAGE_RULES},
+    )
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -140,6 +173,25 @@ class ChatMessageIn(BaseModel):
                 )
             parts.append(part.text)
         return "".join(parts)
+
+    def to_domain(self, index: int) -> Message:
+        where = f"messages.{index}"
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidRequestError(
+                "only assistant messages carry tool_calls", param=f"{where}.tool_calls"
+            )
+        if self.role == "tool" and not self.tool_call_id:
+            raise InvalidRequestError(
+                "a tool message needs the tool_call_id it answers", param=f"{where}.tool_call_id"
+            )
+        if self.tool_call_id is not None and self.role != "tool":
+            raise InvalidRequestError(
+                "only tool messages carry tool_call_id", param=f"{where}.tool_call_id"
+            )
+        role = Role.SYSTEM if self.role == "developer" else Role(self.role)
+        calls = tuple(call.to_domain() for call in self.tool_calls or ())
+        name = self.name if self.role == "tool" else None
+        return Message(role, self.text(index), calls, self.tool_call_id, name)
 
 
 class StreamOptions(_Body):
@@ -208,21 +260,19 @@ class _Sampling(_Body):
 class ChatCompletionBody(_Sampling):
     """`POST /v1/chat/completions`."""
 
-    model_config = ConfigDict(json_schema_extra={"allOf": [STREAM_RULE, TOP_LOGPROBS_RULE]})
+    model_config = ConfigDict(
+        json_schema_extra={"allOf": [STREAM_RULE, TOP_LOGPROBS_RULE, TOOL_CHOICE_RULE]}
+    )
 
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Int | None = Field(None, ge=1)
     logprobs: StrictBool = False
     top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    tools: Annotated[list[dict[str, Any]] | None, _or_null({"type": "array", "maxItems": 0})] = (
-        None  # not supported: only empty
-    )
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: ToolChoiceIn | None = None
     parallel_tool_calls: StrictBool | None = None
-    response_format: Annotated[
-        dict[str, Any] | None,
-        _or_null({"type": "object", "properties": {"type": {"enum": ["text", None]}}}),
-    ] = None
+    response_format: ResponseFormatIn | None = None
+    structured_outputs: StructuredOutputs | None = None  # vLLM's extension
     reasoning_effort: str | None = None
     modalities: list[str] | None = None
 
@@ -230,20 +280,23 @@ class ChatCompletionBody(_Sampling):
     def _supported(self) -> ChatCompletionBody:
         if self.top_logprobs is not None and not self.logprobs:
             raise _FieldError("top_logprobs", "top_logprobs requires logprobs=true")
-        if self.tools:
-            raise _FieldError("tools", "tool calling is not supported by this server")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise _FieldError("response_format", "only response_format type 'text' is supported")
         return self
 
     def to_domain(self) -> ChatRequest:
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        messages = tuple(
-            Message(Role.SYSTEM if m.role == "developer" else Role(m.role), m.text(i))
-            for i, m in enumerate(self.messages)
-        )
+        messages = tuple(m.to_domain(i) for i, m in enumerate(self.messages))
         max_tokens = self.max_completion_tokens or self.max_tokens
-        return ChatRequest(self.model, messages, self.params(max_tokens, logprobs), self.n)
+        tools = tuple(tool.to_domain() for tool in self.tools or ())
+        return ChatRequest(
+            self.model,
+            messages,
+            self.params(max_tokens, logprobs),
+            self.n,
+            tools=tools,
+            tool_choice=tool_choice(self.tool_choice, bool(tools)),
+            parallel_tool_calls=self.parallel_tool_calls is not False,
+            response_format=response_format(self.response_format, self.structured_outputs),
+        )
 
 
 class CompletionBody(_Sampling):
@@ -306,12 +359,29 @@ def parse_body(model: type[_Body], data: Any) -> Any:
         cause = error.get("ctx", {}).get("error")
         if isinstance(cause, _FieldError):
             raise InvalidRequestError(str(cause), param=cause.field) from None
-        param = ".".join(str(p) for p in error["loc"]) or None
+        param = ".".join(_field_path(error["loc"])) or None
         if error["type"] == "extra_forbidden":
             raise InvalidRequestError(
                 f"Unrecognized request argument supplied: {param}", param=param
             ) from None
         raise InvalidRequestError(f"{param}: {error['msg']}", param=param) from None
+
+
+_TAGGED_UNIONS = {"response_format": {"text", "json_object", "json_schema"}}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> list[str]:
+    """The body path of a validation error, without the union members pydantic names in it
+    (`literal['none','auto']`, a model's class name, a discriminator's tag)."""
+    path: list[str] = []
+    previous: int | str | None = None
+    for part in loc:
+        tag = previous is not None and part in _TAGGED_UNIONS.get(str(previous), ())
+        previous = part
+        if tag or (isinstance(part, str) and ("[" in part or part[:1].isupper())):
+            continue
+        path.append(str(part))
+    return path
 
 
 def error_body(
