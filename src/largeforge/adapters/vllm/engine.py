@@ -19,10 +19,21 @@ from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts
 from largeforge.adapters.vllm.lora import max_lora_rank
 from largeforge.adapters.vllm.outputs import prompt_entries, step_entries
+from largeforge.adapters.vllm.structured import (
+    ConstraintCompiler,
+    first_line,
+    structured_outputs,
+    structured_outputs_config,
+)
 from largeforge.application.ports import EngineLoad
 from largeforge.domain.admission import AdmissionLimits
-from largeforge.domain.errors import BackendUnavailableError
+from largeforge.domain.errors import (
+    BackendUnavailableError,
+    EngineFaultError,
+    InvalidRequestError,
+)
 from largeforge.domain.generation import FinishReason, SamplingParams, TokenLogprob, TokenStep
+from largeforge.domain.tools import Constraint
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +77,7 @@ class VllmInferenceEngine(TokenizerCodec):
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self._texts = TokenTexts(self._tokenizer)
         self._vocab_size = int(AutoConfig.from_pretrained(model_dir).vocab_size)
+        self._constraints = ConstraintCompiler(self._tokenizer, self._vocab_size)
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"
         adapters = dict(adapters or {})
@@ -78,6 +90,7 @@ class VllmInferenceEngine(TokenizerCodec):
             max_num_seqs=max_num_seqs,
             enforce_eager=not torch.cuda.is_available(),
             disable_log_stats=True,
+            structured_outputs_config=structured_outputs_config(),
             **_lora_args(adapters),
         )
         self._engine = AsyncLLM.from_engine_args(args)
@@ -114,6 +127,9 @@ class VllmInferenceEngine(TokenizerCodec):
         inflight = self._inflight
         return EngineLoad(self._limits.waiting(inflight), self._limits.running(inflight))
 
+    def check_constraint(self, constraint: Constraint) -> None:
+        self._constraints.check(constraint)
+
     def _admit(self) -> None:
         self._limits.admit(self._inflight)  # the same rule as the transformers engine's
         self._inflight += 1
@@ -121,23 +137,34 @@ class VllmInferenceEngine(TokenizerCodec):
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None
     ) -> AsyncGenerator[TokenStep, None]:
+        vllm_params = _vllm_params(params)
         self._admit()
         request_id = uuid.uuid4().hex
         outputs = self._engine.generate(
             {"prompt_token_ids": list(prompt_ids)},
-            _vllm_params(params),
+            vllm_params,
             request_id,
             lora_request=self._lora_requests.get(adapter) if adapter else None,
         )
+        started = False
         try:
             async for output in outputs:
+                started = True
                 choice = output.outputs[0]
+                if choice.finish_reason == "error":
+                    # vLLM's engine failed this request (a grammar that did not compile there)
+                    raise EngineFaultError(f"vLLM failed request {request_id}")
                 tokens = list(choice.token_ids)
                 entries = step_entries(tokens, choice.logprobs, params.logprobs, self._texts)
                 for position, (token, entry) in enumerate(zip(tokens, entries, strict=True)):
                     last = position == len(tokens) - 1
                     finish = _finish(choice.finish_reason) if last and output.finished else None
                     yield TokenStep(token, choice.text if last else "", entry, finish)
+        except Exception as exc:
+            reason = None if started else _rejection(exc, params)
+            if reason is None:
+                raise
+            raise InvalidRequestError(reason) from exc
         finally:
             self._inflight -= 1
             # Closing vLLM's stream aborts the request if it is still running (the consumer left
@@ -164,6 +191,9 @@ class VllmInferenceEngine(TokenizerCodec):
 
 
 def _vllm_params(params: SamplingParams) -> Any:
+    """vLLM's parameters of one choice. With a constraint, end-of-sequence always ends it: once
+    the grammar completes only end-of-sequence may follow, and `ignore_eos` would let vLLM go
+    on unconstrained past it."""
     from vllm import SamplingParams as VllmParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -177,10 +207,28 @@ def _vllm_params(params: SamplingParams) -> Any:
         frequency_penalty=params.frequency_penalty,
         max_tokens=params.max_tokens,
         logprobs=params.logprobs,
-        ignore_eos=params.ignore_eos,
+        ignore_eos=params.ignore_eos and params.constraint is None,
         skip_special_tokens=True,
         output_kind=RequestOutputKind.DELTA,
+        structured_outputs=structured_outputs(params.constraint),
     )
+
+
+def _rejection(exc: Exception, params: SamplingParams) -> str | None:
+    """Why vLLM refused a request on `add_request`, or None for a failure of the engine.
+
+    vLLM raises its `VLLMClientError`s (validation, structured-output specs among them) as they
+    are; any other error there comes wrapped in `EngineGenerateError`, and a `ValueError` or
+    `TypeError` under it is a spec vLLM could not read when the request has a constraint.
+    """
+    from vllm.exceptions import VLLMClientError
+
+    if isinstance(exc, VLLMClientError):
+        return first_line(exc)
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if params.constraint is not None and isinstance(cause, ValueError | TypeError):
+        return first_line(cause)
+    return None
 
 
 def _finish(reason: str | None) -> FinishReason:

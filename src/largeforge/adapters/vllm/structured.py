@@ -1,0 +1,135 @@
+"""Output constraints on vLLM: its structured outputs, and a check that compiles them first.
+
+vLLM enforces a `Constraint` with its xgrammar backend (`StructuredOutputsParams` per request).
+The engine is started with `backend="xgrammar"` (no silent fallback to another library that
+enforces a schema differently) and `disable_any_whitespace=True`, which vLLM applies engine-wide:
+JSON comes out compact (separators `,` and `:`), as the transformers engine writes it.
+
+vLLM compiles a grammar in its engine process, where a failure only ends the request with
+finish reason `error`. `ConstraintCompiler` runs the same request check vLLM runs on
+`add_request` and compiles the grammar with xgrammar against the model's tokenizer here, so a
+bad schema is an `InvalidRequestError` before any generation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Any
+
+from largeforge.domain.errors import InvalidRequestError
+from largeforge.domain.tools import Constraint, ConstraintKind
+
+JSON_SEPARATORS = (",", ":")  # compact JSON: what `disable_any_whitespace` means to vLLM
+CACHED_CONSTRAINTS = 256
+# where xgrammar's C++ raised, which starts its messages: "[18:32:21] /project/cpp/x.cc:83: "
+XGRAMMAR_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+
+
+def structured_outputs_config() -> Any:
+    """vLLM's engine-wide structured-output settings: xgrammar, compact JSON."""
+    from vllm.config import StructuredOutputsConfig
+
+    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+
+
+def structured_outputs(constraint: Constraint | None) -> Any:
+    """`constraint` as vLLM's `StructuredOutputsParams` (None without a constraint)."""
+    if constraint is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    kind = constraint.kind
+    if kind is ConstraintKind.JSON_SCHEMA:
+        schema = constraint.value()
+        # (vLLM's xgrammar backend reads `disable_any_whitespace` from the engine's config only)
+        return StructuredOutputsParams(json=schema if isinstance(schema, dict) else constraint.spec)
+    if kind is ConstraintKind.REGEX:
+        return StructuredOutputsParams(regex=constraint.spec)
+    if kind is ConstraintKind.CHOICE:
+        return StructuredOutputsParams(choice=_choices(constraint))
+    if kind is ConstraintKind.GRAMMAR:
+        return StructuredOutputsParams(grammar=constraint.spec)
+    return StructuredOutputsParams(structural_tag=constraint.spec)
+
+
+class ConstraintCompiler:
+    """Checks constraints as vLLM will take them: its request validation, then an xgrammar
+    compile against the model's tokenizer (memoised per `Constraint`, successes only)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+        self._tokenizer = tokenizer
+        self._vocab_size = vocab_size
+        self._compiler: Any = None
+        self._compile = functools.lru_cache(maxsize=CACHED_CONSTRAINTS)(self._compile_uncached)
+
+    def check(self, constraint: Constraint) -> None:
+        """Raise `InvalidRequestError` (param None) with a one-line reason if it cannot compile."""
+        self._compile(constraint)
+
+    def _compile_uncached(self, constraint: Constraint) -> Any:
+        from vllm import SamplingParams as VllmParams
+        from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
+
+        try:
+            constraint.value()  # JSON kinds: the spec is JSON text
+            validate_xgrammar_grammar(VllmParams(structured_outputs=structured_outputs(constraint)))
+            return self._xgrammar(constraint)
+        except Exception as exc:  # vLLM's and xgrammar's errors have no common base
+            raise InvalidRequestError(
+                f"invalid {constraint.kind.value.replace('_', ' ')}: {_reason(exc)}"
+            ) from None
+
+    def _xgrammar(self, constraint: Constraint) -> Any:
+        """The grammar compiled as vLLM's xgrammar backend compiles it (whitespace disabled)."""
+        compiler = self._grammar_compiler()
+        kind, spec = constraint.kind, constraint.spec
+        if kind is ConstraintKind.JSON_SCHEMA:
+            return compiler.compile_json_schema(
+                spec, any_whitespace=False, separators=JSON_SEPARATORS
+            )
+        if kind is ConstraintKind.REGEX:
+            return compiler.compile_regex(spec)
+        if kind is ConstraintKind.CHOICE:
+            from vllm.v1.structured_output.utils import choice_as_grammar
+
+            return compiler.compile_grammar(choice_as_grammar(_choices(constraint)))
+        if kind is ConstraintKind.GRAMMAR:
+            return compiler.compile_grammar(spec)
+        return compiler.compile_structural_tag(spec)
+
+    def _grammar_compiler(self) -> Any:
+        if self._compiler is None:
+            import xgrammar
+
+            info = xgrammar.TokenizerInfo.from_huggingface(
+                self._tokenizer, vocab_size=self._vocab_size
+            )
+            self._compiler = xgrammar.GrammarCompiler(info, max_threads=1)
+        return self._compiler
+
+
+def _choices(constraint: Constraint) -> list[str]:
+    choices = constraint.value()
+    if not choices or not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise InvalidRequestError("choice must be a non-empty list of strings")
+    return choices
+
+
+def _reason(exc: BaseException) -> str:
+    """An error's first line, and its cause's when that adds to it (vLLM's "Invalid grammar
+    specification." wraps the parser's reason)."""
+    text = first_line(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and first_line(cause) not in text:
+        text = f"{text} ({first_line(cause)})"
+    return text
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first non-empty line (its type's name when it has none)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON: {exc.msg} at character {exc.pos}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return XGRAMMAR_LOCATION.sub("", lines[0]) if lines else type(exc).__name__
