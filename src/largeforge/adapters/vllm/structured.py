@@ -7,8 +7,9 @@ JSON comes out compact (separators `,` and `:`), as the transformers engine writ
 
 vLLM compiles a grammar in its engine process, where a failure only ends the request with
 finish reason `error`. `ConstraintCompiler` runs the same request check vLLM runs on
-`add_request` and compiles the grammar with xgrammar against the model's tokenizer here, so a
-bad schema is an `InvalidRequestError` before any generation.
+`add_request` and compiles the grammar with xgrammar against the model's tokenizer here
+(`largeforge.adapters.grammar.xgrammar`, shared with the transformers engine), so a bad schema
+is an `InvalidRequestError` before any generation.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.tools import Constraint, ConstraintKind
 
-JSON_SEPARATORS = (",", ":")  # compact JSON: what `disable_any_whitespace` means to vLLM
 CACHED_CONSTRAINTS = 256
 # where xgrammar's C++ raised, which starts its messages: "[18:32:21] /project/cpp/x.cc:83: "
 XGRAMMAR_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
@@ -55,65 +55,49 @@ def structured_outputs(constraint: Constraint | None) -> Any:
 
 
 class ConstraintCompiler:
-    """Checks constraints as vLLM will take them: its request validation, then an xgrammar
-    compile against the model's tokenizer (memoised per `Constraint`, successes only)."""
+    """Checks constraints as vLLM will take them: the request check vLLM runs on `add_request`
+    (memoised, successes only), then a compile against the model's tokenizer by the shared
+    `XgrammarGrammarEngine` (which memoises compiles and refusals)."""
 
     def __init__(self, tokenizer: Any, vocab_size: int) -> None:
         self._tokenizer = tokenizer
         self._vocab_size = vocab_size
-        self._compiler: Any = None
-        self._compile = functools.lru_cache(maxsize=CACHED_CONSTRAINTS)(self._compile_uncached)
+        self._grammars: Any = None
+        self._accepted = functools.lru_cache(maxsize=CACHED_CONSTRAINTS)(self._vllm_check)
 
     def check(self, constraint: Constraint) -> None:
         """Raise `InvalidRequestError` (param None) with a one-line reason if it cannot compile."""
-        self._compile(constraint)
+        self._accepted(constraint)
+        self._grammar_engine().check(constraint)
 
-    def _compile_uncached(self, constraint: Constraint) -> Any:
+    def _vllm_check(self, constraint: Constraint) -> None:
+        """vLLM's own validation of the request (with the xgrammar backend it refuses schema
+        features xgrammar would ignore, such as `multipleOf`)."""
         from vllm import SamplingParams as VllmParams
         from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
 
         try:
             constraint.value()  # JSON kinds: the spec is JSON text
             validate_xgrammar_grammar(VllmParams(structured_outputs=structured_outputs(constraint)))
-            return self._xgrammar(constraint)
-        except Exception as exc:  # vLLM's and xgrammar's errors have no common base
+        except Exception as exc:  # vLLM's errors, xgrammar's and JSON's have no common base
             raise InvalidRequestError(
-                f"invalid {constraint.kind.value.replace('_', ' ')}: {_reason(exc)}"
+                f"invalid {constraint.kind.value} constraint: {_reason(exc)}"
             ) from None
 
-    def _xgrammar(self, constraint: Constraint) -> Any:
-        """The grammar compiled as vLLM's xgrammar backend compiles it (whitespace disabled)."""
-        compiler = self._grammar_compiler()
-        kind, spec = constraint.kind, constraint.spec
-        if kind is ConstraintKind.JSON_SCHEMA:
-            return compiler.compile_json_schema(
-                spec, any_whitespace=False, separators=JSON_SEPARATORS
-            )
-        if kind is ConstraintKind.REGEX:
-            return compiler.compile_regex(spec)
-        if kind is ConstraintKind.CHOICE:
-            from vllm.v1.structured_output.utils import choice_as_grammar
+    def _grammar_engine(self) -> Any:
+        if self._grammars is None:
+            from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
 
-            return compiler.compile_grammar(choice_as_grammar(_choices(constraint)))
-        if kind is ConstraintKind.GRAMMAR:
-            return compiler.compile_grammar(spec)
-        return compiler.compile_structural_tag(spec)
-
-    def _grammar_compiler(self) -> Any:
-        if self._compiler is None:
-            import xgrammar
-
-            info = xgrammar.TokenizerInfo.from_huggingface(
-                self._tokenizer, vocab_size=self._vocab_size
-            )
-            self._compiler = xgrammar.GrammarCompiler(info, max_threads=1)
-        return self._compiler
+            eos = self._tokenizer.eos_token_id  # (only compiles here: vLLM sets the stop tokens)
+            stop = [] if eos is None else [eos]
+            self._grammars = XgrammarGrammarEngine(self._tokenizer, self._vocab_size, stop)
+        return self._grammars
 
 
 def _choices(constraint: Constraint) -> list[str]:
     choices = constraint.value()
     if not choices or not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-        raise InvalidRequestError("choice must be a non-empty list of strings")
+        raise InvalidRequestError("choices must be a non-empty list of strings")
     return choices
 
 
