@@ -122,7 +122,6 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments
         ),  # fmt: skip
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"response_format": {"type": "yaml"}}, "response_format"),
-        ({"response_format": {"type": "json_object"}, "tools": [TOOL]}, "response_format"),
         ({"structured_outputs": {"regex": "a", "choice": ["b"]}}, "structured_outputs"),
         ({"structured_outputs": {"json": "{nope"}}, "structured_outputs"),
         ({"seed": 2**70}, "seed"),

@@ -141,7 +141,17 @@ def test_chat_messages_and_prompt_shapes_are_documented(serve_doc: dict[str, Any
     chat = request_schema(serve_doc, "/v1/chat/completions")
     assert set(chat["required"]) == {"model", "messages"}
     message = chat["properties"]["messages"]["items"]
-    assert message["properties"]["role"]["enum"] == ["system", "user", "assistant", "developer"]
+    kinds = {tuple(b["properties"]["role"]["enum"]): b for b in message["anyOf"]}
+    assert set(kinds) == {("system", "user", "developer"), ("assistant",), ("tool",)}
+    assert "tool_call_id" in kinds[("tool",)]["required"]
+    assert kinds[("assistant",)]["properties"]["tool_calls"]["anyOf"][0]["type"] == "array"
+    tools = chat["properties"]["tools"]["anyOf"][0]["items"]
+    assert tools["properties"]["function"]["properties"]["name"]["pattern"]
+    formats = chat["properties"]["response_format"]["anyOf"][0]["oneOf"]
+    assert {f["properties"]["type"]["const"] for f in formats} == {
+        "text", "json_object", "json_schema"
+    }
+    assert "structured_outputs" in chat["properties"]
     prompt = request_schema(serve_doc, "/v1/completions")["properties"]["prompt"]
     assert len(prompt["anyOf"]) == 4  # text, texts, token ids, lists of token ids
     stop = chat["properties"]["stop"]["anyOf"]

@@ -43,11 +43,12 @@ def chunks(text: str, size: int = 3) -> list[str]:
 @pytest.fixture
 def engine(fakes: dict[str, Any]) -> FakeInferenceEngine:
     fake: FakeInferenceEngine = fakes["engine"]
+    fake._context_window = 4096  # room for scripted calls
     return fake
 
 
 @pytest.fixture
-def client(container: Any) -> Iterator[TestClient[Any]]:
+def client(container: Any, engine: FakeInferenceEngine) -> Iterator[TestClient[Any]]:
     app = create_app(container, load_in_background=False)
     with TestClient(app) as test_client:
         yield test_client
@@ -57,7 +58,7 @@ def chat(**overrides: Any) -> dict[str, Any]:
     body = {
         "model": "fake-model",
         "messages": [{"role": "user", "content": "Weather in Paris?"}],
-        "max_tokens": 200,
+        "max_tokens": 400,
     }
     return body | overrides
 
@@ -224,3 +225,20 @@ def test_each_choice_gets_its_own_calls(
     assert [len(c["message"]["tool_calls"]) for c in choices] == [1, 1]
     ids = {c["message"]["tool_calls"][0]["id"] for c in choices}
     assert len(ids) == 2
+
+
+def test_auto_with_a_response_format_allows_the_format_or_calls(
+    client: TestClient[Any], engine: FakeInferenceEngine
+) -> None:
+    engine.script = chunks('{"a": 1}')
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    response = client.post("/v1/chat/completions", json=chat(tools=[WEATHER], response_format=fmt))
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == '{"a": 1}'
+    constraint = engine.requests[-1][1].constraint
+    assert constraint.kind is ConstraintKind.STRUCTURAL_TAG
+    either = constraint.value()["format"]
+    assert either["type"] == "or"
+    answer, calls = either["elements"]
+    assert answer == {"type": "json_schema", "json_schema": {"type": "object"}}
+    assert "get_weather" in json.dumps(calls)

@@ -21,7 +21,7 @@ from largeforge.application.ports import (
 )
 from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.generation import ChatRequest, ToolCallDelta
-from largeforge.domain.tools import Constraint, ResponseFormatKind, ToolCall, ToolChoiceMode
+from largeforge.domain.tools import Constraint, ToolCall, ToolChoice, ToolChoiceMode
 
 
 def output_constraint(
@@ -31,19 +31,18 @@ def output_constraint(
 
     A grammar the engine cannot compile is a 400 naming `tools` or `response_format`.
     """
-    constrained = request.response_format.kind is not ResponseFormatKind.TEXT
+    answer = request.response_format.structural_format()
     if request.uses_tools:
         assert tool_format is not None
-        if constrained and request.tool_choice.mode is ToolChoiceMode.AUTO:
-            raise InvalidRequestError(
-                "response_format with tools under tool_choice 'auto' is not supported: use "
-                "tool_choice 'required' or a named function for calls, or 'none' for a "
-                "formatted answer",
-                param="response_format",
-            )
-        constraint = tool_format.constraint(
-            request.tools, request.tool_choice, request.parallel_tool_calls
-        )
+        choice, parallel = request.tool_choice, request.parallel_tool_calls
+        if answer is not None and choice.mode is ToolChoiceMode.AUTO:
+            # either an answer in the requested format, or calls
+            calls = tool_format.constraint(request.tools, ToolChoice(ToolChoiceMode.REQUIRED),
+                                           parallel).value()["format"]  # fmt: skip
+            either = {"type": "or", "elements": [answer, calls]}
+            constraint = Constraint.structural_tag({"type": "structural_tag", "format": either})
+        else:
+            constraint = tool_format.constraint(request.tools, choice, parallel)
         param = "tools"
     else:
         found = request.response_format.constraint()

@@ -132,6 +132,21 @@ class ResponseFormat:
             return Constraint(ConstraintKind.CHOICE, json.dumps(list(self.choices)))
         return Constraint(ConstraintKind.GRAMMAR, self.grammar)
 
+    def structural_format(self) -> dict[str, Any] | None:
+        """This format as an element of a structural tag (to combine it with tool calls)."""
+        kind = self.kind
+        if kind is ResponseFormatKind.TEXT:
+            return None
+        if kind in (ResponseFormatKind.JSON_OBJECT, ResponseFormatKind.JSON_SCHEMA):
+            schema = {"type": "object"} if kind is ResponseFormatKind.JSON_OBJECT else self.schema
+            return {"type": "json_schema", "json_schema": dict(schema or {})}
+        if kind is ResponseFormatKind.REGEX:
+            return {"type": "regex", "pattern": self.pattern}
+        if kind is ResponseFormatKind.CHOICE:
+            options = [{"type": "const_string", "value": c} for c in self.choices]
+            return {"type": "or", "elements": options} if len(options) > 1 else options[0]
+        return {"type": "grammar", "grammar": self.grammar}
+
 
 class ConstraintKind(StrEnum):
     """How a `Constraint`'s `spec` is written."""

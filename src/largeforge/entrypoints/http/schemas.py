@@ -129,11 +129,30 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
-MESSAGE_RULES = [
-    _requires("role", {"const": "tool"}, {"required": ["tool_call_id"]}),
-    _requires("tool_call_id", {"type": "string"}, {"properties": {"role": {"const": "tool"}}}),
-    _requires("tool_calls", {"type": "array"}, {"properties": {"role": {"const": "assistant"}}}),
-]
+def _message_by_role(schema: dict[str, Any]) -> None:
+    """A message's JSON Schema as one branch per kind of turn (as OpenAI's own document does):
+    only assistant turns carry `tool_calls`, only tool turns (and all of them) `tool_call_id`."""
+    fields = schema.pop("properties")
+    common = {"content": fields["content"], "name": fields["name"]}
+    no = {"type": "null"}
+
+    def branch(roles: list[str], extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"role": {"enum": roles}} | common | extra,
+            "required": ["role", *required],
+        }
+
+    schema.pop("required", None)
+    schema["anyOf"] = [
+        branch(["system", "user", "developer"], {"tool_calls": no, "tool_call_id": no}, []),
+        branch(["assistant"], {"tool_calls": fields["tool_calls"], "tool_call_id": no}, []),
+        branch(
+            ["tool"], {"tool_calls": no, "tool_call_id": {"type": "string"}}, ["tool_call_id"]
+        ),  # fmt: skip
+    ]
+
+
 TOOL_CHOICE_RULE = _requires(
     "tool_choice",
     {"anyOf": [{"const": "required"}, {"type": "object"}]},
@@ -150,7 +169,7 @@ class ChatMessageIn(BaseModel):
     model_config = ConfigDict(
         extra="allow",  # refusal, audio ...
         strict=True,
-        json_schema_extra={"allOf": MESSAGE_RULES},
+        json_schema_extra=_message_by_role,
     )
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
@@ -180,7 +199,7 @@ class ChatMessageIn(BaseModel):
             raise InvalidRequestError(
                 "only assistant messages carry tool_calls", param=f"{where}.tool_calls"
             )
-        if self.role == "tool" and not self.tool_call_id:
+        if self.role == "tool" and self.tool_call_id is None:
             raise InvalidRequestError(
                 "a tool message needs the tool_call_id it answers", param=f"{where}.tool_call_id"
             )

@@ -125,6 +125,10 @@ ResponseFormatIn = Annotated[
 class StructuredOutputs(_Strict):
     """vLLM's extension: exactly one of `json`, `regex`, `choice`, `grammar`, `json_object`."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"minProperties": 1, "maxProperties": 1}, populate_by_name=True
+    )
+
     json_: Annotated[
         dict[str, Any] | str | None,
         WithJsonSchema({"anyOf": [{"type": "object"}, {"type": "string"}, {"type": "null"}]}),
