@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import math
 import re
@@ -59,6 +60,8 @@ class ReplicaScript:
     delay_s: float = 0.0
     hold: bool = False  # never answer (until the request is cancelled)
     chunks: int = 3
+    answer: dict[str, Any] | None = None  # the message to answer with (default: its name)
+    stream: list[dict[str, Any]] | None = None  # the chunks to stream (default: `chunks` texts)
 
 
 @dataclass
@@ -96,7 +99,10 @@ class FakeExpertClient:
         if self.script.delay_s:
             await asyncio.sleep(self.script.delay_s)
         self._check()
-        message = {"role": "assistant", "content": f"answer from {self.spec.name}"}
+        message = copy.deepcopy(self.script.answer) or {
+            "role": "assistant",
+            "content": f"answer from {self.spec.name}",
+        }
         return {
             "id": "chatcmpl-1",
             "object": "chat.completion",
@@ -111,7 +117,9 @@ class FakeExpertClient:
         self.received.append((path, dict(body)))
         self.arrived.set()
         self._check()
-        for i in range(self.script.chunks):
+        for scripted in self.script.stream or ():
+            yield {**copy.deepcopy(scripted), "model": body["model"]}  # as if parsed anew
+        for i in range(self.script.chunks if self.script.stream is None else 0):
             if self.script.fail_after_chunks is not None and i >= self.script.fail_after_chunks:
                 raise ReplicaError(f"{self.spec.name} failed mid-stream")
             if self.script.delay_s:

@@ -201,3 +201,100 @@ def test_a_content_part_of_any_shape_is_routed_not_a_500(client: TestClient[Any]
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["x-largeforge-expert"] == "code"
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "run_python",
+            "description": "Run a Python snippet and return its output.",
+            "parameters": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "timeout_s": {"type": "number"}},
+                "required": ["code"],
+            },
+            "strict": True,
+        },
+    }
+]
+TOOL_FIELDS = {
+    "tools": TOOLS,
+    "tool_choice": {"type": "function", "function": {"name": "run_python"}},
+    "parallel_tool_calls": False,
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+    },
+}
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "run_python", "arguments": '{"code": "print(1.50)"}'},
+}
+
+
+def received(replicas: FakeReplicas, name: str) -> dict[str, Any]:
+    return replicas.clients[name].received[-1][1]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_and_response_format_reach_the_expert_unchanged(
+    client: TestClient[Any], replicas: FakeReplicas, stream: bool
+) -> None:
+    body = chat("my python code has a bug", stream=stream, **TOOL_FIELDS)
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    sent = received(replicas, response.headers["x-largeforge-replica"])
+    for field, value in TOOL_FIELDS.items():
+        assert json.dumps(sent[field]) == json.dumps(value), field  # same values, same order
+    assert sent["messages"] == body["messages"]
+
+
+def test_a_tool_conversation_routes_by_the_last_user_message(
+    client: TestClient[Any], replicas: FakeReplicas
+) -> None:
+    """Tool results and the assistant's calls follow the question; they are not classified
+    (this tool result alone would route to cooking)."""
+    messages = [
+        {"role": "system", "content": "You may run code."},
+        {"role": "user", "content": "why does my python script fail?"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "bake the bread in the oven"},
+    ]
+    response = client.post(
+        "/v1/chat/completions", json={"model": "auto", "messages": messages, **TOOL_FIELDS}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-largeforge-expert"] == "code"
+    assert response.headers["x-largeforge-route-stage"] == "keyword"
+    assert received(replicas, response.headers["x-largeforge-replica"])["messages"] == messages
+
+
+def test_a_tool_call_answer_and_its_streamed_deltas_are_relayed_unchanged(
+    client: TestClient[Any], replicas: FakeReplicas
+) -> None:
+    answer = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+    first = {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "run_python", "arguments": ""}}  # fmt: skip
+    pieces = [first, {"index": 0, "function": {"arguments": '{"code": '}},
+              {"index": 0, "function": {"arguments": '"print(1.50)"}'}}]  # fmt: skip
+    chunks = [
+        {"id": "c", "object": "chat.completion.chunk", "created": 7,
+         "choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+        for piece in pieces
+    ] + [{"id": "c", "object": "chat.completion.chunk", "created": 7,
+          "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]  # fmt: skip
+    for name in ("code-1", "code-2"):
+        replicas.script(name).answer = answer
+        replicas.script(name).stream = chunks
+    body = chat("python please", **TOOL_FIELDS)
+    plain = client.post("/v1/chat/completions", json=body)
+    assert plain.json()["choices"][0]["message"] == answer
+    streamed = client.post("/v1/chat/completions", json=body | {"stream": True})
+    events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    relayed = [json.loads(e) for e in events[:-1]]
+    expected = json.loads(json.dumps(chunks))  # a snapshot: nothing the router does can touch it
+    assert [{k: v for k, v in c.items() if k != "model"} for c in relayed] == expected
+    assert {c["model"] for c in relayed} == {"code"}

@@ -18,7 +18,7 @@ from largeforge.domain.errors import (
     ReplicaError,
 )
 from largeforge.domain.load_balancing import RoundRobin
-from largeforge.domain.routing import Expert, ReplicaSpec, RouteStage, RoutingPolicy
+from largeforge.domain.routing import Expert, ReplicaSpec, RouteOn, RouteStage, RoutingPolicy
 from tests.router_fakes import FakeReplicas
 
 
@@ -341,3 +341,27 @@ def test_health_checks_exclude_down_replicas_and_close_half_open_breakers() -> N
     assert manager.find("code", "code-1").state.healthy
     states = [s for _t, s in manager.find("code", "code-1").transitions]
     assert states == ["open", "half_open", "closed"]
+
+
+def test_tool_turns_are_not_classified_last_user_or_whole_conversation() -> None:
+    """Tool results and assistant turns (with or without text) are never classified: the last
+    user turn decides, or with `route_on: conversation` every user turn together."""
+    experts = (
+        expert("code", {"python": 1.0, "bug": 1.0}, 1),
+        expert("math", {"integral": 1.0, "derivative": 1.0}, 1),
+        expert("general", {}, 1),
+    )
+    conversation = [
+        ("user", "an integral and a derivative"),
+        ("assistant", ""),  # a tool call: no content
+        ("tool", "python bug"),
+        ("user", "python"),
+        ("assistant", "let me run it"),
+        ("tool", "integral derivative"),
+    ]
+    for route_on, wanted in [(RouteOn.LAST_USER, "code"), (RouteOn.CONVERSATION, "math")]:
+        policy = RoutingPolicy(experts, "general", route_on=route_on)
+        manager = ExpertManager(policy, FakeReplicas(), BreakerPolicy())
+        service = RouterService("auto", KeywordClassifier(policy), manager, RoundRobin())
+        decision = service.decide("auto", conversation)
+        assert (decision.expert, decision.stage) == (wanted, RouteStage.KEYWORD), route_on

@@ -175,9 +175,8 @@ def _messages(body: dict[str, Any]) -> list[tuple[str, str]]:
     result = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequestError(
-                "each message needs a 'role' and 'content'", param=f"messages.{i}"
-            )
+            raise InvalidRequestError("each message needs a 'role'", param=f"messages.{i}")
+        # an assistant turn with tool_calls may have no content; only user turns are classified
         content = message.get("content")
         if isinstance(content, list):
             content = " ".join(
