@@ -87,6 +87,8 @@ def bad_inputs(f: Files, router_yaml: str, labelled: str) -> list[list[str]]:
         ["serve", "--lora", f"a={f.missing}"],
         ["serve", "--port", "-1"],
         ["serve", "--max-num-seqs", "0"],
+        ["serve", "--embedding-model", f.missing],
+        ["serve", "--embedding-model", str(f.not_a_model)],
         # merge: not a run, a corrupt run record
         ["merge", f.missing],
         ["merge", str(f.not_a_model)],
@@ -221,6 +223,22 @@ def test_bad_inputs_to_every_command_are_one_line_errors_in_process(
         except AssertionError as exc:
             problems.append(str(exc)[:600])
     assert not problems, "\n".join(problems)
+
+
+def test_an_embedding_model_id_that_is_already_served_is_refused_before_loading(
+    files: Files, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter = files.root / "adapter"  # a real adapter directory, so the --lora check passes
+    adapter.mkdir(exist_ok=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    for clash in (
+        ["--served-model-name", "all-minilm-l6-v2"],
+        ["--lora", f"all-minilm-l6-v2={adapter}"],
+    ):
+        args = ["serve", "--model", files.missing, *clash, "--embedding-model", "all-minilm-l6-v2"]
+        code, out, err = run_in_process(args, capsys)
+        assert_clean_refusal(args, code, out, err)
+        assert "already a served model" in err, err
 
 
 def test_unknown_options_and_commands_are_usage_errors(
