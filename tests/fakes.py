@@ -26,8 +26,8 @@ from largeforge.domain import (
 )
 from largeforge.domain.datasets import EncodedExample, TextExample
 from largeforge.domain.errors import EngineOverloadedError, InvalidRequestError
-from largeforge.domain.tools import Constraint, ToolSpec
 from largeforge.domain.generation import TokenLogprob, TokenStep
+from largeforge.domain.tools import Constraint, ToolSpec
 from largeforge.domain.training import TrainingUnit
 
 

@@ -217,6 +217,14 @@ class ServeSettings(_Strict):
     max_queue: int = Field(256, ge=0)
     on_overflow: Literal["reject", "truncate-max-tokens"] = "reject"
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    embedding_model: str | None = Field(
+        None,
+        description="an embedding model served beside the chat model on /v1/embeddings, under "
+        "this id: `all-minilm-l6-v2` (packaged), a local directory or a Hugging Face id",
+    )
+    tool_call_parser: Literal["hermes", "llama3_json", "mistral", "pythonic"] | None = Field(
+        None, description="tool-call format; default: chosen from the chat template"
+    )
 
     @property
     def model_id(self) -> str:

@@ -26,6 +26,7 @@ from largeforge.application.classifiers import (
     QueryClassifier,
 )
 from largeforge.application.data import PrepareDataset, ReadPrompts
+from largeforge.application.embeddings import EmbeddingEncoder, EmbedTexts
 from largeforge.application.experts import ClientFactory, ExpertManager
 from largeforge.application.generation import (
     GeneratePreferenceData,
@@ -42,13 +43,14 @@ from largeforge.application.ports import (
     PerplexityEvaluator,
     Quantizer,
     RunStore,
+    ToolCallFormat,
 )
 from largeforge.application.quantization import QuantizeModel
 from largeforge.application.router import RouterService
 from largeforge.application.serving import TextGeneration
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
-from largeforge.domain.errors import ConfigError
+from largeforge.domain.errors import ConfigError, ModelNotFoundError
 from largeforge.domain.generation import OverflowPolicy
 from largeforge.domain.load_balancing import strategy_named
 from largeforge.domain.quantization import QuantizationMethod
@@ -186,6 +188,38 @@ def _engines(engine: InferenceEngine) -> list[InferenceEngine]:
     return [engine]
 
 
+def _embedding_dir(resolver: ModelResolver, ref: str | None) -> str | None:
+    """`serve --embedding-model`: the packaged MiniLM's alias, a local directory or a hub id."""
+    if ref is None:
+        return None
+    from largeforge.adapters.embeddings.transformers import MINILM_ALIAS, packaged_minilm
+
+    if ref == MINILM_ALIAS:
+        return str(packaged_minilm())
+    try:
+        return resolver.resolve(ref)
+    except ModelNotFoundError as exc:
+        reason = str(exc).partition("; known aliases")[0]  # the chat models' aliases
+        raise ModelNotFoundError(
+            f"embedding {reason}; the packaged all-MiniLM-L6-v2 is '{MINILM_ALIAS}'"
+        ) from None
+
+
+def _embedding_encoders(model_dir: str | None, model_id: str | None) -> dict[str, EmbeddingEncoder]:
+    if model_dir is None or model_id is None:
+        return {}
+    from largeforge.adapters.embeddings.transformers import TransformersEmbeddingModel
+
+    # threads=None: torch's thread count is process-wide; the chat engine shares it
+    return {model_id: TransformersEmbeddingModel(model_dir, threads=None)}
+
+
+def _tool_call_format(name: str) -> ToolCallFormat:
+    from largeforge.adapters.tools import tool_call_format
+
+    return tool_call_format(name)
+
+
 def _device_for_quantization() -> str:
     import importlib.util
 
@@ -245,7 +279,18 @@ class Container(containers.DeclarativeContainer):
         TextGeneration,
         engines=engines,
         overflow=providers.Factory(OverflowPolicy, config.serve.on_overflow),
+        tool_formats=providers.Object(_tool_call_format),
+        tool_call_parser=config.serve.tool_call_parser,
     )
+
+    embedding_model_dir = providers.Singleton(
+        _embedding_dir, resolver=model_resolver, ref=config.serve.embedding_model
+    )
+    embedding_encoders = providers.Singleton(
+        _embedding_encoders, model_dir=embedding_model_dir, model_id=config.serve.embedding_model
+    )
+    """Embedding models served on /v1/embeddings, by model id (none without one configured)."""
+    embeddings = providers.Singleton(EmbedTexts, encoders=embedding_encoders)
 
     generate_sft_data = providers.Factory(GenerateSftData)
     """Self-instruct over an engine: `generate_sft_data(engine=..., max_tokens=...)`."""

@@ -103,23 +103,23 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments
         (
             {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
             "tools.0.function.parameters",
-        ),  # fmt: skip
+        ),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tool_choice": "sometimes"}, "tool_choice"),
         (
             {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
             "tool_choice",
-        ),  # fmt: skip
+        ),
         ({"tools": [TOOL, TOOL]}, "tools"),
         ({"messages": [{"role": "tool", "content": "3"}]}, "messages.0.tool_call_id"),
         (
             {"messages": [{"role": "user", "content": "x", "tool_call_id": "c"}]},
             "messages.0.tool_call_id",
-        ),  # fmt: skip
+        ),
         (
             {"messages": [{"role": "user", "content": "x", "tool_calls": [CALL]}]},
             "messages.0.tool_calls",
-        ),  # fmt: skip
+        ),
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"structured_outputs": {"regex": "a", "choice": ["b"]}}, "structured_outputs"),

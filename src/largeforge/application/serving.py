@@ -11,7 +11,8 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from largeforge.application.ports import EngineLoad, InferenceEngine
+from largeforge.application.ports import EngineLoad, InferenceEngine, ToolCallFormat
+from largeforge.application.tool_replies import ReplySplitter, joined_calls, output_constraint
 from largeforge.domain.datasets import Message
 from largeforge.domain.errors import InvalidRequestError, ModelNotServedError
 from largeforge.domain.generation import (
@@ -24,16 +25,21 @@ from largeforge.domain.generation import (
     SamplingParams,
     TextRequest,
     TokenLogprob,
+    ToolCallDelta,
     Usage,
     completion_budget,
 )
 from largeforge.domain.stops import StopMatcher
+from largeforge.domain.tools import ToolSpec
 
 StreamEvent = ChoiceDelta | Usage
 """What a stream yields: pieces of choices, then (last) the request's usage."""
 
 Hook = Callable[[], None] | None
 """Called once, when the first generated token arrives (for time-to-first-token metrics)."""
+
+ToolFormats = Callable[[str], ToolCallFormat]
+"""The tool-call format of a name (`hermes`, `llama3_json`, ...)."""
 
 
 @dataclass
@@ -49,6 +55,7 @@ class _Prepared:
     prompt_ids: tuple[int, ...]
     params: SamplingParams
     n: int
+    tool_format: ToolCallFormat | None = None
 
 
 class TextGeneration:
@@ -58,9 +65,13 @@ class TextGeneration:
         self,
         engines: Sequence[InferenceEngine],
         overflow: OverflowPolicy = OverflowPolicy.REJECT,
+        tool_formats: ToolFormats | None = None,
+        tool_call_parser: str | None = None,
     ) -> None:
         self._engines = tuple(engines)
         self._overflow = overflow
+        self._tool_formats = tool_formats
+        self._tool_call_parser = tool_call_parser
         self._routes: dict[str, tuple[InferenceEngine, str | None]] = {}
         for engine in self._engines:
             self._routes[engine.model_id] = (engine, None)
@@ -75,6 +86,16 @@ class TextGeneration:
         """The base model id under an adapter id (None for a base model)."""
         engine, adapter = self._route(model)
         return engine.model_id if adapter else None
+
+    def tool_calling(self) -> dict[str, dict[str, str]]:
+        """Per base model: the tool-call format in use and how tools reach the prompt."""
+        return {
+            engine.model_id: {
+                "format": self._tool_call_parser or engine.tool_format,
+                "prompt": "chat template" if engine.native_tools else "fallback system block",
+            }
+            for engine in self._engines
+        }
 
     def load(self) -> EngineLoad:
         """Waiting and running sequences summed over the engines."""
@@ -133,8 +154,20 @@ class TextGeneration:
 
     def _prepare_chat(self, request: ChatRequest) -> _Prepared:
         engine, adapter = self._route(request.model)
-        ids = tuple(engine.render_chat(request.messages))
-        return self._budgeted(engine, adapter, ids, request.params, request.n, "messages")
+        tools = request.tools if request.uses_tools else ()
+        tool_format = self._tool_format(engine) if tools else None
+        constraint = output_constraint(request, engine, tool_format)
+        ids = tuple(engine.render_chat(request.messages, tools))
+        params = replace(request.params, constraint=constraint)
+        prepared = self._budgeted(engine, adapter, ids, params, request.n, "messages")
+        return replace(prepared, tool_format=tool_format)
+
+    def _tool_format(self, engine: InferenceEngine) -> ToolCallFormat:
+        if self._tool_formats is None:
+            raise InvalidRequestError(
+                "tool calling is not configured on this server", param="tools"
+            )
+        return self._tool_formats(self._tool_call_parser or engine.tool_format)
 
     def _prepare_text(self, request: TextRequest) -> _Prepared:
         engine, adapter = self._route(request.model)
@@ -177,6 +210,38 @@ class TextGeneration:
                 yield delta
         yield Usage(len(prepared.prompt_ids), tally.completion_tokens)
 
+    # -- tokens (`/tokenize`, `/detokenize`) ------------------------------------------------
+
+    def tokenize(
+        self, model: str, text: str, *, add_special_tokens: bool = False, strings: bool = False
+    ) -> Tokenized:
+        """`text` in `model`'s tokens. Without `add_special_tokens` these are the ids a
+        completion of the prompt `text` starts from (and counts as its prompt tokens)."""
+        engine, _adapter = self._route(model)
+        return _tokenized(engine, engine.tokenize(text, add_special_tokens), strings)
+
+    def render(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] = (),
+        *,
+        strings: bool = False,
+    ) -> Tokenized:
+        """The prompt ids a chat completion of `messages` (offering `tools`) starts from: the
+        chat template with its generation prompt."""
+        engine, _adapter = self._route(model)
+        return _tokenized(engine, engine.render_chat(messages, tools), strings)
+
+    def detokenize(self, model: str, ids: Sequence[int]) -> str:
+        """The text of `ids`, special tokens included (so a rendered prompt reads back whole)."""
+        engine, _adapter = self._route(model)
+        if any(not 0 <= i < engine.vocab_size for i in ids):
+            raise InvalidRequestError(
+                f"token ids must be in [0, {engine.vocab_size})", param="tokens"
+            )
+        return engine.decode(ids, skip_special_tokens=False)
+
 
 async def _choice(
     prepared: _Prepared, index: int, tally: _Tally
@@ -184,6 +249,7 @@ async def _choice(
     """One choice: engine steps through the stop matcher; ends with a `finish_reason` delta."""
     params = prepared.params.for_choice(index)
     matcher = StopMatcher(params.stop)
+    split = ReplySplitter(prepared.tool_format) if prepared.tool_format is not None else None
     finish = FinishReason.LENGTH
     pending: list[TokenLogprob] = []
     text = ""
@@ -200,11 +266,25 @@ async def _choice(
             if step.finish_reason is not None:
                 finish = step.finish_reason
                 break
-            if text:
+            if split is not None and text:
+                content, pieces = split.feed(text)
+                if content or pieces:
+                    yield ChoiceDelta(index, content, tuple(pending), tool_calls=pieces)
+                    pending = []
+            elif text:
                 yield ChoiceDelta(index, text, tuple(pending))
                 pending = []
+            text = ""
+    text += matcher.flush()
+    calls: tuple[ToolCallDelta, ...] = ()
+    if split is not None:
+        content, calls = split.feed(text)
+        tail, more = split.finish()
+        text, calls = content + tail, calls + more
+        if split.called and finish is FinishReason.STOP:
+            finish = FinishReason.TOOL_CALLS
     tally.finished[index] = finish
-    yield ChoiceDelta(index, text + matcher.flush(), tuple(pending), finish)
+    yield ChoiceDelta(index, text, tuple(pending), finish, calls)
 
 
 async def _merged(prepared: _Prepared, tally: _Tally) -> AsyncGenerator[ChoiceDelta, None]:
@@ -240,6 +320,7 @@ async def _merged(prepared: _Prepared, tally: _Tally) -> AsyncGenerator[ChoiceDe
 async def _collect(stream: AsyncGenerator[StreamEvent, None], prepared: _Prepared) -> Completion:
     texts: dict[int, list[str]] = {i: [] for i in range(prepared.n)}
     logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(prepared.n)}
+    calls: dict[int, list[ToolCallDelta]] = {i: [] for i in range(prepared.n)}
     finish: dict[int, FinishReason] = {}
     usage = Usage(len(prepared.prompt_ids), 0)
     async for event in stream:
@@ -248,6 +329,7 @@ async def _collect(stream: AsyncGenerator[StreamEvent, None], prepared: _Prepare
             continue
         texts[event.index].append(event.text)
         logprobs[event.index].extend(event.logprobs)
+        calls[event.index].extend(event.tool_calls)
         if event.finish_reason is not None:
             finish[event.index] = event.finish_reason
     want_logprobs = prepared.params.logprobs is not None
@@ -257,6 +339,7 @@ async def _collect(stream: AsyncGenerator[StreamEvent, None], prepared: _Prepare
             text="".join(texts[i]),
             finish_reason=finish.get(i, FinishReason.LENGTH),
             logprobs=tuple(logprobs[i]) if want_logprobs else None,
+            tool_calls=joined_calls(calls[i]),
         )
         for i in range(prepared.n)
     )
@@ -276,3 +359,17 @@ async def chat_once(
     """One chat completion straight from an engine (for use cases that generate data)."""
     request = ChatRequest(engine.model_id, tuple(messages), params)
     return await TextGeneration([engine]).chat(request)
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    """Token ids of a text or a rendered conversation, for `/tokenize`."""
+
+    ids: tuple[int, ...]
+    context_window: int
+    strings: tuple[str, ...] | None = None  # each id's vocabulary entry, when asked for
+
+
+def _tokenized(engine: InferenceEngine, ids: Sequence[int], strings: bool) -> Tokenized:
+    pieces = tuple(engine.token_strings(ids)) if strings else None
+    return Tokenized(tuple(ids), engine.context_window, pieces)

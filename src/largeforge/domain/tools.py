@@ -139,7 +139,12 @@ class ResponseFormat:
             return None
         if kind in (ResponseFormatKind.JSON_OBJECT, ResponseFormatKind.JSON_SCHEMA):
             schema = {"type": "object"} if kind is ResponseFormatKind.JSON_OBJECT else self.schema
-            return {"type": "json_schema", "json_schema": dict(schema or {})}
+            # at most one blank in a row: a small model sampling must not loop on whitespace
+            return {
+                "type": "json_schema",
+                "json_schema": dict(schema or {}),
+                "max_whitespace_cnt": 1,
+            }
         if kind is ResponseFormatKind.REGEX:
             return {"type": "regex", "pattern": self.pattern}
         if kind is ResponseFormatKind.CHOICE:

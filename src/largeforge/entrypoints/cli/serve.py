@@ -25,11 +25,14 @@ def serve(
     max_queue: int = 256,
     on_overflow: Literal["reject", "truncate-max-tokens"] = "reject",
     max_body_bytes: int = 4 * 1024 * 1024,
+    embedding_model: str | None = None,
+    tool_call_parser: Literal["hermes", "llama3_json", "mistral", "pythonic"] | None = None,
 ) -> int:
     """Serve a model over an OpenAI-compatible API.
 
-    Routes: /v1/models, /v1/completions, /v1/chat/completions (streaming with SSE), /health,
-    /metrics (Prometheus).
+    Routes: /v1/models, /v1/completions, /v1/chat/completions (streaming with SSE),
+    /v1/embeddings (with --embedding-model), /tokenize, /detokenize, /health, /metrics
+    (Prometheus).
 
     Parameters
     ----------
@@ -65,6 +68,14 @@ def serve(
         The prompt is never cut.
     max_body_bytes
         Largest request body accepted (larger gets 413).
+    embedding_model
+        An embedding model served beside the chat model on /v1/embeddings, under this id:
+        all-minilm-l6-v2 (the packaged all-MiniLM-L6-v2), a local directory or a Hugging Face
+        id.
+    tool_call_parser
+        How the model writes tool calls: hermes (Qwen-style <tool_call> JSON; also the
+        fallback for templates without tools), llama3_json, mistral or pythonic. Default:
+        chosen from the chat template.
     """
     import structlog
     import uvicorn
@@ -92,10 +103,17 @@ def serve(
             "max_queue": max_queue,
             "on_overflow": on_overflow,
             "max_body_bytes": max_body_bytes,
+            "embedding_model": embedding_model,
+            "tool_call_parser": tool_call_parser,
         },
         "serve options",
     )
     container = Container.from_settings(Settings(serve=settings))
+    if settings.embedding_model in (settings.model_id, *settings.lora):
+        raise ConfigError(
+            f"--embedding-model {settings.embedding_model}: that id is already a served model"
+        )
+    container.embedding_model_dir()  # fail fast on a bad reference (no weights are loaded)
     container.model_resolver().resolve(settings.model)  # fail fast on a bad reference
     app = create_app(container, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
     # Bind first so the real address (port 0 picks a free one) can be announced.

@@ -22,11 +22,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Stream
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from largeforge.application.embeddings import EmbedTexts
 from largeforge.application.ports import EngineLoad
 from largeforge.application.serving import StreamEvent, TextGeneration
 from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.generation import Completion, Usage
 from largeforge.entrypoints.http import openapi_models as models
+from largeforge.entrypoints.http.embeddings import EmbeddingBody, embedding_list
 from largeforge.entrypoints.http.errors import (
     EXCEPTION_HANDLERS,
     ClientDisconnectedError,
@@ -45,12 +47,20 @@ from largeforge.entrypoints.http.responses import (
     text_completion,
 )
 from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody, parse_body
+from largeforge.entrypoints.http.tokens import (
+    TOKENIZE_REQUEST,
+    DetokenizeBody,
+    TokenizeChatBody,
+    parse_tokenize,
+    tokenize_answer,
+)
 from largeforge.version import __version__
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 COMPLETION_ERRORS = (400, 401, 404, 413, 429, 503)
+UTILITY_ERRORS = (400, 401, 404, 413, 503)
 PROMETHEUS = "text/plain; version=0.0.4"
 METRICS_DOC = documented(
     {200: answer("Prometheus text exposition.", media={PROMETHEUS: {"type": "string"}})}
@@ -65,6 +75,7 @@ class Serving:
 
     service: TextGeneration | None = None
     error: str | None = None
+    embeddings: EmbedTexts | None = None  # loaded before `service`, so ready with it
     started_at: float = field(default_factory=time.time)
     metrics: ServerMetrics = field(init=False)
 
@@ -163,6 +174,9 @@ def list_models(state: State) -> dict[str, Any]:
         base = service.base_of(name)
         entry = {"id": name, "object": "model", "created": int(serving.started_at)}
         data.append(entry | {"owned_by": "largeforge", "root": base or name, "parent": base})
+    for name in serving.embeddings.models() if serving.embeddings is not None else ():
+        entry = {"id": name, "object": "model", "created": int(serving.started_at)}
+        data.append(entry | {"owned_by": "largeforge", "root": name, "parent": None})
     return {"object": "list", "data": data}
 
 
@@ -228,6 +242,67 @@ async def completions(request: Request[Any, Any, Any], state: State) -> Response
     )
     timer.finished(combined_usage(results))
     return Response(text_completion(new_id("cmpl"), body.model, results))
+
+
+@post(
+    "/embeddings",
+    status_code=200,
+    operation_class=documented(
+        {200: answer("One embedding per input, in order.", models.EmbeddingList)},
+        errors=UTILITY_ERRORS,
+        request=EmbeddingBody,
+    ),
+)
+async def embeddings(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """Embeddings of texts or token ids with the embedding model (`serve --embedding-model`)."""
+    serving = _serving(state)
+    serving.ready()
+    body: EmbeddingBody = parse_body(EmbeddingBody, await _json(request))
+    service = serving.embeddings or EmbedTexts({})
+    timer = _Timer(serving.metrics, body.model)
+    embedded = await service.embed(body.to_domain())
+    timer.finished(Usage(embedded.prompt_tokens, 0))
+    return embedding_list(body.model, embedded, body.encoding_format)
+
+
+@post(
+    "/tokenize",
+    status_code=200,
+    operation_class=documented(
+        {200: answer("The token ids (vLLM's shape).", models.TokenizeResponse)},
+        errors=UTILITY_ERRORS,
+        request=TOKENIZE_REQUEST,
+    ),
+)
+async def tokenize(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """A prompt's token ids, or a conversation's as a chat completion's prompt (vLLM's route)."""
+    service = _serving(state).ready()
+    body = parse_tokenize(await _json(request))
+    model = body.model or service.models()[0]
+    strings = bool(body.return_token_strs)
+    if isinstance(body, TokenizeChatBody):
+        tokenized = service.render(model, body.conversation(), body.tool_specs(), strings=strings)
+    else:
+        tokenized = service.tokenize(
+            model, body.prompt, add_special_tokens=body.add_special_tokens, strings=strings
+        )
+    return tokenize_answer(tokenized)
+
+
+@post(
+    "/detokenize",
+    status_code=200,
+    operation_class=documented(
+        {200: answer("The text of the ids (vLLM's shape).", models.DetokenizeResponse)},
+        errors=UTILITY_ERRORS,
+        request=DetokenizeBody,
+    ),
+)
+async def detokenize(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    """The text of token ids, special tokens included (vLLM's route)."""
+    service = _serving(state).ready()
+    body: DetokenizeBody = parse_body(DetokenizeBody, await _json(request))
+    return {"prompt": service.detokenize(body.model or service.models()[0], body.tokens)}
 
 
 async def _json(request: Request[Any, Any, Any]) -> Any:
@@ -345,6 +420,7 @@ def request_metrics(app: ASGIApp) -> ASGIApp:
 
 _ENDPOINTS = frozenset(
     {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"}
+    | {"/v1/embeddings", "/tokenize", "/detokenize"}
 )
 
 
@@ -374,8 +450,11 @@ def create_app(
 
     def load() -> None:
         try:
+            serving.embeddings = container.embeddings()
             serving.service = container.generation()
             log.info("server_ready", models=list(serving.service.models()))
+            for model, tools in serving.service.tool_calling().items():
+                log.info("tool_calling", model=model, **tools)
         except Exception as exc:  # reported by /health and every request
             serving.error = f"{type(exc).__name__}: {exc}"
             log.error("model_load_failed", error=serving.error)
@@ -397,12 +476,18 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[list_models, chat_completions, completions],
+        route_handlers=[list_models, chat_completions, completions, embeddings],
+        guards=api_key_guards(api_keys),
+        security=[{"bearer": []}] if api_keys else None,
+    )
+    tokens = Router(  # vLLM's paths: outside /v1, behind the same keys
+        path="/",
+        route_handlers=[tokenize, detokenize],
         guards=api_key_guards(api_keys),
         security=[{"bearer": []}] if api_keys else None,
     )
     return Litestar(
-        route_handlers=[health, metrics, v1],
+        route_handlers=[health, metrics, v1, tokens],
         openapi_config=openapi_config("LargeForge serve", "The OpenAI-compatible API."),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

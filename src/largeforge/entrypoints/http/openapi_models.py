@@ -54,10 +54,36 @@ class ChatLogprobs(_Closed):
     refusal: None
 
 
+class FunctionCall(_Closed):
+    name: str
+    arguments: str = Field(description="JSON text that validates against the tool's parameters")
+
+
+class ToolCall(_Closed):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class AssistantMessage(_Closed):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="null when the answer is only tool calls")
     refusal: None
+    tool_calls: list[ToolCall] | None = None
+
+
+class FunctionCallDelta(_Closed):
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallDelta(_Closed):
+    """A piece of a streamed call: `id`, `type` and the name first, then argument fragments."""
+
+    index: int = Field(ge=0)
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
 
 
 class ChatChoice(_Closed):
@@ -81,6 +107,7 @@ class ChatCompletion(_Closed):
 class ChatDelta(_Closed):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(_Closed):
@@ -237,3 +264,40 @@ class NewReplica(BaseModel):
 class Removed(_Closed):
     removed: str
     expert: str
+
+
+class TokenizeResponse(_Closed):
+    """`POST /tokenize` (vLLM's shape)."""
+
+    count: int = Field(ge=0)
+    max_model_len: int = Field(ge=1, description="the model's context window")
+    tokens: list[int]
+    token_strs: list[str] | None = Field(description="with `return_token_strs`, else null")
+
+
+class DetokenizeResponse(_Closed):
+    """`POST /detokenize` (vLLM's shape): the text of the ids, special tokens included."""
+
+    prompt: str
+
+
+class Embedding(_Closed):
+    object: Literal["embedding"]
+    index: int = Field(ge=0)
+    embedding: list[float] | str = Field(
+        description="floats, or with `encoding_format: base64` little-endian float32 in base64"
+    )
+
+
+class EmbeddingUsage(_Closed):
+    prompt_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+
+
+class EmbeddingList(_Closed):
+    """`POST /v1/embeddings`: one unit-length vector per input, in the inputs' order."""
+
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage

@@ -147,9 +147,7 @@ def _message_by_role(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [
         branch(["system", "user", "developer"], {"tool_calls": no, "tool_call_id": no}, []),
         branch(["assistant"], {"tool_calls": fields["tool_calls"], "tool_call_id": no}, []),
-        branch(
-            ["tool"], {"tool_calls": no, "tool_call_id": {"type": "string"}}, ["tool_call_id"]
-        ),  # fmt: skip
+        branch(["tool"], {"tool_calls": no, "tool_call_id": {"type": "string"}}, ["tool_call_id"]),
     ]
 
 
