@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from largeforge.adapters.tools.scanning import (
-    BlockScanner,
     CallSyntax,
     Ident,
     Lit,
@@ -169,7 +168,7 @@ def python_literal(value: Any) -> str:
 _CODE, _QUOTE1, _QUOTE2, _STRING, _TRIPLE, _ESCAPE, _COMMENT = range(7)
 
 
-class PythonListScanner(BlockScanner):
+class PythonListScanner:
     """Finds the `]` that closes a list opened by `[NAME(`, skipping strings (single, triple,
     escapes) and comments, as Python's tokenizer would."""
 

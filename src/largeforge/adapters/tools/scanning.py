@@ -28,6 +28,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from largeforge.application.ports import ReplyPiece
 from largeforge.domain.generation import ToolCallDelta
@@ -266,18 +267,18 @@ class JsonObjectScanner:
 # ---------- The parser ----------
 
 
-class BlockScanner:
-    """A format whose calls are read as one block and checked whole (pythonic): `feed` the
-    block's characters after its opener; `end` says where the block closes."""
+class BlockScanner(Protocol):
+    """Reads a block of calls that is checked whole (pythonic): `feed` takes the characters
+    after the opener and finds where the block closes; `calls` judges the whole block."""
 
     def feed(self, text: str, start: int) -> int:
-        """The index just past the block's end in `text` (from `start`), or -1."""
-        raise NotImplementedError
+        """The index just past the block's end in `text` (read from `start`), or -1."""
+        ...
 
     def calls(self, text: str) -> list[tuple[str, str]] | None:
         """The calls of the whole block `text` (name, arguments JSON), None when it is not a
         valid block (then it is content)."""
-        raise NotImplementedError
+        ...
 
 
 @dataclass(frozen=True, slots=True)
