@@ -8,6 +8,12 @@ forward pass. A sequence leaves the batch when it finishes or its consumer goes 
 
 Admission follows `AdmissionLimits`: a request waits only while every slot is taken. Each
 forward pass can be observed (`on_step`): which sequences ran in it, under which adapter.
+
+A sequence with a `constraint` gets a grammar matcher: before its token is chosen, every token
+the grammar does not allow next is masked in its row of the logits (one bitmask buffer reused
+at every step; rows without a constraint are not touched, and a batch without constrained rows
+does no mask work at all). Log-probabilities are still those of the raw logits. A sequence
+whose grammar has ended (its stop token accepted) finishes with `stop`, `ignore_eos` or not.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, TypeVar
 import structlog
 import torch
 
+from largeforge.adapters.grammar.xgrammar import TokenBitmask, XgrammarGrammarEngine
 from largeforge.adapters.hf.sampling import (
     IncrementalDecoder,
     TokenTexts,
@@ -30,7 +37,7 @@ from largeforge.adapters.hf.sampling import (
 )
 from largeforge.application.ports import EngineLoad
 from largeforge.domain.admission import AdmissionLimits
-from largeforge.domain.errors import EngineUnavailableError
+from largeforge.domain.errors import EngineFaultError, EngineUnavailableError, InvalidRequestError
 from largeforge.domain.generation import FinishReason, SamplingParams, TokenStep
 
 log = structlog.get_logger(__name__)
@@ -85,6 +92,7 @@ class Generating:
     last: int = -1
     counts: torch.Tensor | None = None
     generator: torch.Generator | None = None
+    matcher: Any = None  # an xgrammar GrammarMatcher when params.constraint is set
     done: bool = False
     waiting_since: float = field(default=0.0)
 
@@ -102,6 +110,7 @@ class ContinuousBatcher:
         max_queue: int = 256,
         use_adapters: bool = False,
         on_step: StepHook | None = None,
+        grammar: XgrammarGrammarEngine | None = None,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -111,6 +120,8 @@ class ContinuousBatcher:
         self._limits = AdmissionLimits(max_num_seqs, max_queue)
         self._use_adapters = use_adapters
         self._on_step = on_step
+        self._grammar = grammar
+        self._bitmask: TokenBitmask | None = None  # allocated at the first constrained step
         self._serials = 0
         self._in_flight = 0  # admitted and not yet released: waiting, being prefilled, running
         self._texts = TokenTexts(tokenizer)
@@ -129,10 +140,16 @@ class ContinuousBatcher:
     def new_sequence(
         self, prompt: Sequence[int], params: SamplingParams, emit: Emit, adapter: str | None
     ) -> Generating:
+        matcher = None
+        if params.constraint is not None:
+            if self._grammar is None:
+                raise InvalidRequestError("this engine cannot constrain its output")
+            matcher = self._grammar.matcher(params.constraint)
         decoder = IncrementalDecoder(self._tokenizer)
         with self._cond:
             seq = Generating(list(prompt), params, emit, decoder, adapter, self._serials)
             self._serials += 1
+        seq.matcher = matcher
         if params.seed is not None:
             seq.generator = torch.Generator(device=self._device).manual_seed(params.seed % 2**63)
         return seq
@@ -311,13 +328,19 @@ class ContinuousBatcher:
         plain = [
             not s.params.penalized and s.params.greedy and s.params.logprobs is None for s in seqs
         ]
-        argmax = torch.argmax(logits, dim=-1).tolist() if any(plain) else []
+        scores = self._masked(seqs, logits)
+        argmax = torch.argmax(scores, dim=-1).tolist() if any(plain) else []
         finished = []
         for row, seq in enumerate(seqs):
             if plain[row]:
                 token = int(argmax[row])
             else:
-                token = choose_token(logits[row], seq.params, seq.counts, seq.generator)
+                token = choose_token(scores[row], seq.params, seq.counts, seq.generator)
+            if seq.matcher is not None and not seq.matcher.accept_token(token):
+                seq.done = True
+                finished.append(seq)
+                seq.emit(EngineFaultError(f"the grammar refused token {token} it had allowed"))
+                continue
             entry = None
             if seq.params.logprobs is not None:
                 logprobs = torch.log_softmax(logits[row], dim=-1)
@@ -329,7 +352,8 @@ class ContinuousBatcher:
             seq.generated += 1
             seq.last = token
             finish = None
-            if token in self._eos and not seq.params.ignore_eos:
+            ended = seq.matcher is not None and seq.matcher.is_terminated()
+            if ended or (token in self._eos and not seq.params.ignore_eos):
                 finish, text = FinishReason.STOP, seq.decoder.flush()
             else:
                 text = seq.decoder.push(token)
@@ -341,6 +365,24 @@ class ContinuousBatcher:
                 finished.append(seq)
             seq.emit(TokenStep(token, text, entry, finish))
         self._drop(finished)
+
+    def _masked(self, seqs: list[Generating], logits: torch.Tensor) -> torch.Tensor:
+        """`logits` with each constrained row masked to what its grammar allows next.
+
+        Masks in place unless a constrained row reports log-probabilities (those come from the
+        raw logits); without constrained rows, `logits` itself, untouched.
+        """
+        matchers = [(row, s.matcher) for row, s in enumerate(seqs) if s.matcher is not None]
+        if not matchers:
+            return logits
+        assert self._grammar is not None
+        if self._bitmask is None or self._bitmask.rows < len(seqs):
+            rows = max(len(seqs), self._max_num_seqs)
+            self._bitmask = self._grammar.bitmask(rows, self._device)
+        if any(seqs[row].params.logprobs is not None for row, _ in matchers):
+            logits = logits.clone()
+        self._bitmask.apply(logits, matchers)
+        return logits
 
     # -- the batch's KV cache ---------------------------------------------------------------
 

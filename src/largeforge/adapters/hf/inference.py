@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
 from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
@@ -17,6 +18,7 @@ from largeforge.application.ports import EngineLoad
 from largeforge.domain.datasets import Message
 from largeforge.domain.errors import ConfigError
 from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
+from largeforge.domain.tools import Constraint
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +29,7 @@ class TransformersInferenceEngine(TokenizerCodec):
     `adapters` maps served model ids to LoRA adapter directories; a batch may mix them (PEFT
     applies each row's adapter), and the base model stays servable under `model_id`.
     `on_step` observes every forward pass (which sequences ran in it, under which adapter).
+    Output constraints (`SamplingParams.constraint`) are compiled by xgrammar, once per value.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class TransformersInferenceEngine(TokenizerCodec):
         self._device = info.kind
         self._model = model
         self._texts = TokenTexts(self._tokenizer)
+        self._grammar = XgrammarGrammarEngine(self._tokenizer, self.vocab_size, self._eos_ids)
         self._batcher = ContinuousBatcher(
             model,
             self._tokenizer,
@@ -71,6 +75,7 @@ class TransformersInferenceEngine(TokenizerCodec):
             max_queue=max_queue,
             use_adapters=bool(adapters),
             on_step=on_step,
+            grammar=self._grammar,
         )
         log.info(
             "engine_loaded",
@@ -102,6 +107,14 @@ class TransformersInferenceEngine(TokenizerCodec):
     @property
     def eos_token_id(self) -> int:
         return self._eos_ids[0]
+
+    @property
+    def grammar(self) -> XgrammarGrammarEngine:
+        """The compiler of output constraints (its `compiles` count shows the cache at work)."""
+        return self._grammar
+
+    def check_constraint(self, constraint: Constraint) -> None:
+        self._grammar.check(constraint)
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingParams, adapter: str | None = None

@@ -1,0 +1,1 @@
+"""Grammar-constrained decoding: compiled `Constraint`s and per-sequence token masks."""
