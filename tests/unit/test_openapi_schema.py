@@ -149,7 +149,9 @@ def test_chat_messages_and_prompt_shapes_are_documented(serve_doc: dict[str, Any
     assert tools["properties"]["function"]["properties"]["name"]["pattern"]
     formats = chat["properties"]["response_format"]["anyOf"][0]["oneOf"]
     assert {f["properties"]["type"]["const"] for f in formats} == {
-        "text", "json_object", "json_schema"
+        "text",
+        "json_object",
+        "json_schema",
     }
     assert "structured_outputs" in chat["properties"]
     prompt = request_schema(serve_doc, "/v1/completions")["properties"]["prompt"]
