@@ -248,3 +248,62 @@ def test_auto_with_a_response_format_allows_the_format_or_calls(
     assert answer["type"] == "json_schema"
     assert answer["json_schema"] == {"type": "object"}
     assert "get_weather" in json.dumps(calls)
+
+
+def test_stop_strings_apply_to_the_content_never_inside_a_call(
+    client: TestClient[Any], engine: FakeInferenceEngine
+) -> None:
+    engine.script = chunks("Sure. " + CALL_TEXT + " Done. Bye now")
+    body = chat(tools=[WEATHER], stop=["\n", "Paris", "Bye"])
+    choice = client.post("/v1/chat/completions", json=body).json()["choices"][0]
+    content = choice["message"]["content"]
+    assert content.startswith("Sure.")
+    assert content.rstrip().endswith("Done.")  # cut at "Bye", as a stop string does
+    assert "now" not in content
+    assert choice["finish_reason"] == "tool_calls"
+    # the call's arguments hold "Paris" and its syntax newlines: not cut, and not content
+    (call,) = choice["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "days": 2}
+
+
+def test_a_call_of_an_undeclared_function_is_never_returned(
+    client: TestClient[Any], engine: FakeInferenceEngine
+) -> None:
+    other = '<tool_call>\n{"name": "rm_rf", "arguments": {"path": "/"}}\n</tool_call>'
+    engine.script = chunks(other + "\n" + CALL_TEXT)
+    choice = client.post("/v1/chat/completions", json=chat(tools=[WEATHER])).json()["choices"][0]
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert "rm_rf" not in json.dumps(choice)
+    events = sse(client.post("/v1/chat/completions", json=chat(tools=[WEATHER], stream=True)).text)
+    pieces = [
+        p for e in events if e["choices"] for p in e["choices"][0]["delta"].get("tool_calls") or []
+    ]
+    assert {p["index"] for p in pieces} == {0}  # numbered from 0 without the dropped call
+    assert "rm_rf" not in json.dumps(events)
+
+
+def test_mistral_call_ids_are_nine_alphanumerics(
+    container: Any, engine: FakeInferenceEngine
+) -> None:
+    engine.tool_format = "mistral"
+    engine.script = chunks('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
+    app = create_app(container, load_in_background=False)
+    with TestClient(app) as mistral:
+        body = mistral.post("/v1/chat/completions", json=chat(tools=[WEATHER])).json()
+    (call,) = body["choices"][0]["message"]["tool_calls"]
+    assert len(call["id"]) == 9
+    assert call["id"].isalnum()
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"type": "string"}, {"anyOf": [{"type": "object"}, {"type": "null"}]}, {"type": ["object"]}],
+)
+def test_parameters_that_are_not_an_object_schema_are_a_400(
+    client: TestClient[Any], parameters: dict[str, Any]
+) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    response = client.post("/v1/chat/completions", json=chat(tools=[tool]))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "tools.0.function.parameters"

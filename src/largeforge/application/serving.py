@@ -12,7 +12,12 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from largeforge.application.ports import EngineLoad, InferenceEngine, ToolCallFormat
-from largeforge.application.tool_replies import ReplySplitter, joined_calls, output_constraint
+from largeforge.application.tool_replies import (
+    ReplySplitter,
+    check_output,
+    joined_calls,
+    output_constraint,
+)
 from largeforge.domain.datasets import Message
 from largeforge.domain.errors import InvalidRequestError, ModelNotServedError
 from largeforge.domain.generation import (
@@ -30,7 +35,7 @@ from largeforge.domain.generation import (
     completion_budget,
 )
 from largeforge.domain.stops import StopMatcher
-from largeforge.domain.tools import ToolSpec
+from largeforge.domain.tools import Constraint, ToolSpec
 
 StreamEvent = ChoiceDelta | Usage
 """What a stream yields: pieces of choices, then (last) the request's usage."""
@@ -56,6 +61,8 @@ class _Prepared:
     params: SamplingParams
     n: int
     tool_format: ToolCallFormat | None = None
+    tools: frozenset[str] = frozenset()
+    check: tuple[Constraint, str] | None = None  # the output grammar and the param it came from
 
 
 class TextGeneration:
@@ -156,11 +163,12 @@ class TextGeneration:
         engine, adapter = self._route(request.model)
         tools = request.tools if request.uses_tools else ()
         tool_format = self._tool_format(engine) if tools else None
-        constraint = output_constraint(request, engine, tool_format)
+        output = output_constraint(request, tool_format)
         ids = tuple(engine.render_chat(request.messages, tools))
-        params = replace(request.params, constraint=constraint)
+        params = replace(request.params, constraint=output[0] if output else None)
         prepared = self._budgeted(engine, adapter, ids, params, request.n, "messages")
-        return replace(prepared, tool_format=tool_format)
+        names = frozenset(tool.name for tool in tools)
+        return replace(prepared, tool_format=tool_format, tools=names, check=output)
 
     def _tool_format(self, engine: InferenceEngine) -> ToolCallFormat:
         if self._tool_formats is None:
@@ -198,6 +206,8 @@ class TextGeneration:
         self, prepared: _Prepared, echo_text: str, on_first_token: Hook
     ) -> AsyncGenerator[StreamEvent, None]:
         tally = _Tally()
+        if prepared.check is not None:  # compiles (or finds cached) off the event loop
+            await asyncio.to_thread(check_output, prepared.engine, *prepared.check)
         if echo_text:
             for index in range(prepared.n):
                 yield ChoiceDelta(index, echo_text)
@@ -249,42 +259,43 @@ async def _choice(
     """One choice: engine steps through the stop matcher; ends with a `finish_reason` delta."""
     params = prepared.params.for_choice(index)
     matcher = StopMatcher(params.stop)
-    split = ReplySplitter(prepared.tool_format) if prepared.tool_format is not None else None
+    split = None
+    if prepared.tool_format is not None:
+        split = ReplySplitter(prepared.tool_format, prepared.tools)
     finish = FinishReason.LENGTH
     pending: list[TokenLogprob] = []
     text = ""
+    calls: list[ToolCallDelta] = []
     steps = prepared.engine.generate(prepared.prompt_ids, params, prepared.adapter)
     async with contextlib.aclosing(steps):  # leaving early frees the engine's slot now
         async for step in steps:
             tally.completion_tokens += 1
             if step.logprob is not None:
                 pending.append(step.logprob)
-            text = matcher.feed(step.text)
+            if split is None:
+                text += matcher.feed(step.text)
+            else:  # stop strings apply to the content, never inside a call
+                content, pieces = split.feed(step.text)
+                text += matcher.feed(content)
+                calls.extend(pieces)
             if matcher.stopped:
                 finish = FinishReason.STOP
                 break
             if step.finish_reason is not None:
                 finish = step.finish_reason
                 break
-            if split is not None and text:
-                content, pieces = split.feed(text)
-                if content or pieces:
-                    yield ChoiceDelta(index, content, tuple(pending), tool_calls=pieces)
-                    pending = []
-            elif text:
-                yield ChoiceDelta(index, text, tuple(pending))
-                pending = []
-            text = ""
-    text += matcher.flush()
-    calls: tuple[ToolCallDelta, ...] = ()
-    if split is not None:
-        content, calls = split.feed(text)
+            if text or calls:
+                yield ChoiceDelta(index, text, tuple(pending), tool_calls=tuple(calls))
+                pending, text, calls = [], "", []
+    if split is not None and not matcher.stopped:
         tail, more = split.finish()
-        text, calls = content + tail, calls + more
-        if split.called and finish is FinishReason.STOP:
-            finish = FinishReason.TOOL_CALLS
+        text += matcher.feed(tail)
+        calls.extend(more)
+    text += matcher.flush()
+    if split is not None and split.called and finish is FinishReason.STOP:
+        finish = FinishReason.TOOL_CALLS
     tally.finished[index] = finish
-    yield ChoiceDelta(index, text, tuple(pending), finish, calls)
+    yield ChoiceDelta(index, text, tuple(pending), finish, tuple(calls))
 
 
 async def _merged(prepared: _Prepared, tally: _Tally) -> AsyncGenerator[ChoiceDelta, None]:

@@ -25,11 +25,12 @@ from largeforge.domain.tools import Constraint, ToolCall, ToolChoice, ToolChoice
 
 
 def output_constraint(
-    request: ChatRequest, engine: InferenceEngine, tool_format: ToolCallFormat | None
-) -> Constraint | None:
-    """The grammar the answer must match (compiled and checked now), or None.
+    request: ChatRequest, tool_format: ToolCallFormat | None
+) -> tuple[Constraint, str] | None:
+    """The grammar the answer must match and the parameter that asked for it, or None.
 
-    A grammar the engine cannot compile is a 400 naming `tools` or `response_format`.
+    Tools (unless `tool_choice` is `none`) constrain the answer to the format's calls; under
+    `auto` with a response format, to that format or calls. Otherwise the response format.
     """
     answer = request.response_format.structural_format()
     if request.uses_tools:
@@ -37,37 +38,47 @@ def output_constraint(
         choice, parallel = request.tool_choice, request.parallel_tool_calls
         if answer is not None and choice.mode is ToolChoiceMode.AUTO:
             # either an answer in the requested format, or calls
-            calls = tool_format.constraint(request.tools, ToolChoice(ToolChoiceMode.REQUIRED),
-                                           parallel).value()["format"]  # fmt: skip
+            required = ToolChoice(ToolChoiceMode.REQUIRED)
+            calls = tool_format.constraint(request.tools, required, parallel).value()["format"]
             either = {"type": "or", "elements": [answer, calls]}
             constraint = Constraint.structural_tag({"type": "structural_tag", "format": either})
         else:
             constraint = tool_format.constraint(request.tools, choice, parallel)
-        param = "tools"
-    else:
-        found = request.response_format.constraint()
-        if found is None:
-            return None
-        constraint, param = found, "response_format"
+        return constraint, "tools"
+    found = request.response_format.constraint()
+    return None if found is None else (found, "response_format")
+
+
+def check_output(engine: InferenceEngine, constraint: Constraint, param: str) -> None:
+    """Compile `constraint` on `engine` (cached there); a refusal is a 400 naming `param`."""
     try:
         engine.check_constraint(constraint)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"{param}: {exc}", param=param) from None
-    return constraint
 
 
-def new_call_id() -> str:
-    """An OpenAI-style tool call id."""
+def new_call_id(tool_format: str = "") -> str:
+    """An OpenAI-style tool call id (9 alphanumerics for Mistral, whose templates insist)."""
+    if tool_format == "mistral":
+        return uuid.uuid4().hex[:9]
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass
 class ReplySplitter:
-    """One choice's text through a tool-call parser: content text and call pieces with ids."""
+    """One choice's text through a tool-call parser: content text and call pieces with ids.
+
+    Calls are numbered from 0 in the order they start. A call of a function that is not among
+    `tools` (free text under `auto` that a parser looser than the grammar read as a call) is
+    left out whole: an answer never names an unknown function.
+    """
 
     tool_format: ToolCallFormat
+    tools: frozenset[str] = frozenset()
     parser: ToolCallParser = field(init=False)
     ids: dict[int, str] = field(default_factory=dict)
+    numbers: dict[int, int] = field(default_factory=dict)
+    dropped: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.parser = self.tool_format.parser()
@@ -88,23 +99,25 @@ class ReplySplitter:
         for piece in pieces:
             if isinstance(piece, str):
                 text.append(piece)
-                continue
-            if piece.index not in self.ids:
-                self.ids[piece.index] = new_call_id()
-                piece = ToolCallDelta(piece.index, self.ids[piece.index], piece.name,
-                                      piece.arguments)  # fmt: skip
-            last = calls[-1] if calls else None
-            if (
-                last is not None
-                and last.index == piece.index
-                and last.name is None
-                and piece.id is None
-            ):
-                calls[-1] = ToolCallDelta(last.index, last.id, last.name,
-                                          last.arguments + piece.arguments)  # fmt: skip
-            elif piece.id is not None or piece.arguments:
-                calls.append(piece)
+            elif piece.index not in self.dropped:
+                self._call(piece, calls)
         return "".join(text), tuple(calls)
+
+    def _call(self, piece: ToolCallDelta, calls: list[ToolCallDelta]) -> None:
+        if piece.index not in self.numbers:
+            if self.tools and piece.name not in self.tools:
+                self.dropped.add(piece.index)
+                return
+            number = self.numbers[piece.index] = len(self.numbers)
+            self.ids[number] = new_call_id(self.tool_format.name)
+            calls.append(ToolCallDelta(number, self.ids[number], piece.name, piece.arguments))
+            return
+        number = self.numbers[piece.index]
+        last = calls[-1] if calls else None
+        if last is not None and last.index == number and last.name is None:
+            calls[-1] = ToolCallDelta(number, None, None, last.arguments + piece.arguments)
+        elif piece.arguments:
+            calls.append(ToolCallDelta(number, None, None, piece.arguments))
 
 
 def joined_calls(deltas: Sequence[ToolCallDelta]) -> tuple[ToolCall, ...]:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from largeforge.domain.datasets import Message, Role
+from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.tool_prompt import with_fallback_tools
 from largeforge.domain.tools import ToolSpec
 
@@ -64,9 +65,16 @@ class TokenizerCodec:
         return str(self._apply(_dicts(messages), None))
 
     def _apply(self, messages: list[dict[str, Any]], tools: Any, tokenize: bool = False) -> Any:
-        return self._tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, tokenize=tokenize
-        )
+        from jinja2 import TemplateError
+
+        try:
+            return self._tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True, tokenize=tokenize
+            )
+        except TemplateError as exc:  # the template's own refusal (e.g. roles must alternate)
+            raise InvalidRequestError(
+                f"the model's chat template refuses these messages: {exc}", param="messages"
+            ) from None
 
     def _ids(self, text: str) -> list[int]:
         # The rendered template already holds its special tokens (BOS included, if any).

@@ -107,7 +107,9 @@ class Llama3JsonToolCallFormat:
 
     Grammar: `auto` = triggered_tags(trigger `{"name": `); `required`/named =
     tags_with_separator(separator "; ", at_least_one). Each tag: begin
-    `{"name": "NAME", "parameters": `, content the parameters' schema, end `}`.
+    `{"name": "NAME", "parameters": `, content the parameters' schema, end `}`. One call per
+    answer whatever `parallel_tool_calls` says: Llama 3.1/3.2 templates refuse an assistant turn
+    with several calls, so the next request would fail.
     """
 
     name = "llama3_json"
@@ -131,7 +133,7 @@ class Llama3JsonToolCallFormat:
             tag(self.begin(tool.name), json_arguments(tool.parameters), self.end)
             for tool in callable_tools(tools, choice)
         ]
-        return structural_tag(_calls(self.trigger, tags, self.separator, choice, parallel))
+        return structural_tag(_calls(self.trigger, tags, self.separator, choice, False))
 
     def parser(self) -> ToolCallParser:
         return StreamingToolCallParser(self.syntax)

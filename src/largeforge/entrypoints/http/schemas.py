@@ -303,7 +303,7 @@ class ChatCompletionBody(_Sampling):
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         messages = tuple(m.to_domain(i) for i, m in enumerate(self.messages))
         max_tokens = self.max_completion_tokens or self.max_tokens
-        tools = tuple(tool.to_domain() for tool in self.tools or ())
+        tools = tuple(tool.to_domain(i) for i, tool in enumerate(self.tools or ()))
         return ChatRequest(
             self.model,
             messages,

@@ -27,6 +27,17 @@ FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 """OpenAI's rule for function names (also the names of json_schema formats)."""
 
 JsonObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
+ObjectSchema = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "properties": {"type": {"const": "object"}},
+            "not": {"anyOf": [{"required": ["anyOf"]}, {"required": ["oneOf"]}]},
+            "description": "a JSON Schema whose instances are objects",
+        }
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -36,7 +47,7 @@ class _Strict(BaseModel):
 class FunctionDefinition(_Strict):
     name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
-    parameters: JsonObject | None = Field(
+    parameters: ObjectSchema | None = Field(
         None, description="a JSON Schema of the arguments (an object); none: no arguments"
     )
     strict: StrictBool | None = None
@@ -48,9 +59,14 @@ class ToolIn(_Strict):
     type: Literal["function"]
     function: FunctionDefinition
 
-    def to_domain(self) -> ToolSpec:
+    def to_domain(self, index: int = 0) -> ToolSpec:
         function = self.function
         parameters = function.parameters if function.parameters is not None else EMPTY_PARAMETERS
+        if parameters.get("type", "object") != "object" or {"anyOf", "oneOf"} & parameters.keys():
+            raise InvalidRequestError(
+                "a function's parameters must be a JSON Schema of an object (type 'object')",
+                param=f"tools.{index}.function.parameters",
+            )
         return ToolSpec(
             function.name, function.description or "", dict(parameters), bool(function.strict)
         )
