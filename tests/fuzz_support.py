@@ -158,6 +158,7 @@ class Tally:
     statuses: Counter[int] = field(default_factory=Counter)
     modes: Counter[str] = field(default_factory=Counter)
     refused: Counter[tuple[str, str | None]] = field(default_factory=Counter)  # mode, param
+    accepted_fields: Counter[str] = field(default_factory=Counter)  # of valid bodies answered 2xx
 
     @property
     def examples(self) -> int:
@@ -218,6 +219,8 @@ def fuzz(
         tally.statuses[response.status_code] += 1
         tally.modes[mode] += 1
         assert response.status_code < 500, (content[:1000], response.text[:1000])
+        if mode == "positive" and response.status_code < 300 and isinstance(case.body, dict):
+            tally.accepted_fields.update(k for k, v in case.body.items() if v not in (None, []))
         if response.status_code >= 400:
             error = response.json()["error"]
             assert set(error) == ERROR_KEYS, error

@@ -49,6 +49,11 @@ def test_schema_driven_bodies_get_documented_answers_never_a_5xx(
     assert tally.share_2xx() >= 0.45, tally
     assert tally.valid_accepted() >= 0.75, tally  # best_of != n is the usual refusal
     assert len(engine.requests) - before >= 0.45 * tally.examples, tally
+    if path == "/v1/chat/completions":  # tools and structured outputs were exercised, and taken
+        for name in ("tools", "tool_choice", "response_format", "structured_outputs"):
+            assert tally.accepted_fields[name] >= 5, (name, tally.accepted_fields)
+        constrained = [p.constraint for _ids, p, _adapter in engine.requests if p.constraint]
+        assert len(constrained) >= 10, len(constrained)
 
 
 def check(response: Any) -> None:
