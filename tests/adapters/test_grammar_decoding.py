@@ -299,6 +299,22 @@ def test_an_equal_constraint_is_compiled_once(engine: TransformersInferenceEngin
         (Constraint(ConstraintKind.CHOICE, "[]"), "must not be empty"),
         (Constraint(ConstraintKind.CHOICE, '["a", 1]'), "list of strings"),
         (Constraint.structural_tag({"type": "structural_tag", "format": {"type": "x"}}), "x"),
+        (
+            Constraint.json_schema({"type": "string", "pattern": "^a+$", "maxLength": 3}),
+            "length bound beside 'pattern'",
+        ),
+        (
+            Constraint.structural_tag(
+                {
+                    "type": "structural_tag",
+                    "format": {
+                        "type": "json_schema",
+                        "json_schema": {"type": "array", "uniqueItems": True},
+                    },
+                }
+            ),
+            "'uniqueItems'",
+        ),
     ],
 )
 def test_a_constraint_xgrammar_refuses_is_an_invalid_request(

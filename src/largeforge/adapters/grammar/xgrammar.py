@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import xgrammar as xgr
 
+from largeforge.adapters.grammar.schema_support import structural_tag_feature
+from largeforge.adapters.grammar.schema_support import unsupported_feature as json_schema_feature
 from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.tools import Constraint, ConstraintKind
 
@@ -135,6 +137,16 @@ class TokenBitmask:
 
 def _compile(compiler: xgr.GrammarCompiler, constraint: Constraint) -> xgr.CompiledGrammar:
     kind, spec = constraint.kind, constraint.spec
+    if kind in (ConstraintKind.JSON_SCHEMA, ConstraintKind.STRUCTURAL_TAG):
+        try:
+            value = json.loads(spec)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        found = json_schema_feature(value) if kind is ConstraintKind.JSON_SCHEMA else (
+            structural_tag_feature(value)
+        )  # fmt: skip
+        if found is not None:  # compiled, it would be ignored: answers could break the schema
+            raise ValueError(found)
     if kind is ConstraintKind.JSON_SCHEMA:
         return compiler.compile_json_schema(spec, any_whitespace=False)
     if kind is ConstraintKind.REGEX:
