@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import xgrammar as xgr
 
+from largeforge.adapters.grammar.ebnf import ebnf_literal
 from largeforge.adapters.grammar.schema_support import structural_tag_feature
 from largeforge.adapters.grammar.schema_support import unsupported_feature as json_schema_feature
 from largeforge.domain.errors import InvalidRequestError
@@ -171,19 +172,6 @@ def choice_grammar(spec: str) -> str:
     if not choices:
         raise ValueError("choices must not be empty")
     return "root ::= " + " | ".join(ebnf_literal(c) for c in dict.fromkeys(choices))
-
-
-def ebnf_literal(text: str) -> str:
-    """`text` as a quoted EBNF string literal (quotes, backslashes, control characters escaped)."""
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
 
 
 def _reason(exc: BaseException) -> str:

@@ -339,6 +339,7 @@ class ContinuousBatcher:
             if seq.matcher is not None and not seq.matcher.accept_token(token):
                 seq.done = True
                 finished.append(seq)
+                self._release([seq])  # its slot is free before its consumer hears of it
                 seq.emit(EngineFaultError(f"the grammar refused token {token} it had allowed"))
                 continue
             entry = None
@@ -363,6 +364,7 @@ class ContinuousBatcher:
             if finish is not None:
                 seq.done = True
                 finished.append(seq)
+                self._release([seq])  # its slot is free before its consumer sees the end
             seq.emit(TokenStep(token, text, entry, finish))
         self._drop(finished)
 

@@ -49,7 +49,50 @@ def _name(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
-class HermesToolCallFormat:
+class _JsonCallFormat:
+    """What the JSON formats share: one tag per callable tool (`begin(name)`, the parameters'
+    schema, `end`), the streaming parser of their `syntax`, and writing calls as text."""
+
+    name: str
+    trigger: str
+    separator: str
+    end: str
+    syntax: CallSyntax
+    single_call = False  # one call per answer whatever `parallel_tool_calls` says
+
+    def begin(self, name: str) -> str:
+        raise NotImplementedError
+
+    def tags(self, tools: Sequence[ToolSpec], choice: ToolChoice) -> list[Format]:
+        """One tag per tool a call may name under `choice`."""
+        return [
+            tag(self.begin(tool.name), json_arguments(tool.parameters), self.end)
+            for tool in callable_tools(tools, choice)
+        ]
+
+    def constraint(
+        self, tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool
+    ) -> Constraint:
+        parallel = parallel and not self.single_call
+        return structural_tag(
+            _calls(self.trigger, self.tags(tools, choice), self.separator, choice, parallel)
+        )
+
+    def parser(self) -> ToolCallParser:
+        return StreamingToolCallParser(self.syntax)
+
+    def call_text(self, name: str, arguments: str) -> str:
+        """One call as this format writes it."""
+        return self.calls_text([(name, arguments)])
+
+    def calls_text(self, calls: Sequence[Call]) -> str:
+        """An answer's calls as this format writes them (what the grammar makes a model write)."""
+        return self.separator.join(
+            f"{self.begin(name)}{_arguments(arguments)}{self.end}" for name, arguments in calls
+        )
+
+
+class HermesToolCallFormat(_JsonCallFormat):
     """`<tool_call>\\n{"name": NAME, "arguments": {...}}\\n</tool_call>`, calls one per line.
 
     The convention of Qwen2.5 and Hermes models, and the one the fallback tool prompt teaches
@@ -74,22 +117,6 @@ class HermesToolCallFormat:
 
     end = "}\n" + TOOL_CALL_CLOSE
 
-    def constraint(
-        self, tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool
-    ) -> Constraint:
-        tags = [
-            tag(self.begin(tool.name), json_arguments(tool.parameters), self.end)
-            for tool in callable_tools(tools, choice)
-        ]
-        return structural_tag(_calls(self.trigger, tags, self.separator, choice, parallel))
-
-    def parser(self) -> ToolCallParser:
-        return StreamingToolCallParser(self.syntax)
-
-    def call_text(self, name: str, arguments: str) -> str:
-        """One call as this format writes it."""
-        return self.calls_text([(name, arguments)])
-
     def calls_text(self, calls: Sequence[Call]) -> str:
         """An answer's calls as this format writes them (what the grammar makes a model write)."""
         return self.separator.join(
@@ -98,7 +125,7 @@ class HermesToolCallFormat:
         )
 
 
-class Llama3JsonToolCallFormat:
+class Llama3JsonToolCallFormat(_JsonCallFormat):
     """`{"name": NAME, "parameters": {...}}`, optionally after `<|python_tag|>`, calls
     separated by `; ` (Llama 3.1/3.2 JSON tool calling).
 
@@ -117,6 +144,7 @@ class Llama3JsonToolCallFormat:
     trigger = '{"name": '
     separator = "; "
     end = "}"
+    single_call = True
     syntax = CallSyntax(
         opener=(Opt(python_tag, blanks=True), *json_header(["parameters", "arguments"])),
         tail=(Ws(), Lit("}")),
@@ -126,30 +154,8 @@ class Llama3JsonToolCallFormat:
     def begin(self, name: str) -> str:
         return f'{{"name": {_name(name)}, "parameters": '
 
-    def constraint(
-        self, tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool
-    ) -> Constraint:
-        tags = [
-            tag(self.begin(tool.name), json_arguments(tool.parameters), self.end)
-            for tool in callable_tools(tools, choice)
-        ]
-        return structural_tag(_calls(self.trigger, tags, self.separator, choice, False))
 
-    def parser(self) -> ToolCallParser:
-        return StreamingToolCallParser(self.syntax)
-
-    def call_text(self, name: str, arguments: str) -> str:
-        """One call as this format writes it."""
-        return self.calls_text([(name, arguments)])
-
-    def calls_text(self, calls: Sequence[Call]) -> str:
-        """An answer's calls as this format writes them (what the grammar makes a model write)."""
-        return self.separator.join(
-            f"{self.begin(name)}{_arguments(arguments)}{self.end}" for name, arguments in calls
-        )
-
-
-class MistralToolCallFormat:
+class MistralToolCallFormat(_JsonCallFormat):
     """`[TOOL_CALLS][{"name": NAME, "arguments": {...}}, ...]` (Mistral 7B v0.3, Nemo, Small).
 
     `[TOOL_CALLS]` is a control token in Mistral's tokenizers: the engine must decode it into
@@ -180,12 +186,11 @@ class MistralToolCallFormat:
     def constraint(
         self, tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool
     ) -> Constraint:
-        tags = [
-            tag(self.begin(tool.name), json_arguments(tool.parameters), self.end)
-            for tool in callable_tools(tools, choice)
-        ]
         calls = with_separator(
-            tags, self.separator, at_least_one=True, stop_after_first=not parallel
+            self.tags(tools, choice),
+            self.separator,
+            at_least_one=True,
+            stop_after_first=not parallel,
         )
         opening = self.trigger + "["
         if choice.calls:
@@ -194,13 +199,6 @@ class MistralToolCallFormat:
         return structural_tag(
             triggered([self.trigger], [block], at_least_one=False, stop_after_first=not parallel)
         )
-
-    def parser(self) -> ToolCallParser:
-        return StreamingToolCallParser(self.syntax)
-
-    def call_text(self, name: str, arguments: str) -> str:
-        """One call as this format writes it."""
-        return self.calls_text([(name, arguments)])
 
     def calls_text(self, calls: Sequence[Call]) -> str:
         """An answer's calls as this format writes them (what the grammar makes a model write)."""

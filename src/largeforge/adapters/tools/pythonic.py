@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from largeforge.adapters.grammar.ebnf import ebnf_literal
 from largeforge.adapters.tools.scanning import (
     CallSyntax,
     Ident,
@@ -309,7 +310,7 @@ def kwargs_grammar(tool: ToolSpec) -> str:
             rules.append(f'first{i} ::= ""')
             rules.append(f'rest{i} ::= ""')
             continue
-        pair = f"{_literal(names[i] + '=')} {values[i]}"
+        pair = f"{ebnf_literal(names[i] + '=')} {values[i]}"
         after = f"rest{i + 1}"
         if names[i] in required:
             rules.append(f"first{i} ::= {pair} {after}")
@@ -356,19 +357,6 @@ def _value(schema: Any, rules: list[str], depth: int) -> str:
 
 def _python_value(value: Any) -> str | None:
     try:
-        return _literal(python_literal(value))
+        return ebnf_literal(python_literal(value))
     except ValueError:
         return None
-
-
-def _literal(text: str) -> str:
-    """`text` as an EBNF string literal."""
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
