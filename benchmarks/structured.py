@@ -13,7 +13,7 @@ Starts `largeforge serve` on the embedded SmolLM2-135M-Instruct and measures, in
 
 With `--backend vllm --python .venv-vllm/bin/python` the same runs on the vLLM engine.
 
-    .venv/bin/python benchmarks/structured.py [--clients 16] [--rounds 2] [--backend vllm ...]
+    .venv/bin/python benchmarks/structured.py [--clients 16] [--rounds 3] [--backend vllm ...]
 
 Ends with one JSON line of the ratios.
 """
@@ -110,7 +110,7 @@ def compile_cost(base: str, repeats: int = 15) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     parser.add_argument("--python", default=sys.executable, help="the serving interpreter")
