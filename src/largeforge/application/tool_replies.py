@@ -76,8 +76,7 @@ class ReplySplitter:
     tool_format: ToolCallFormat
     tools: frozenset[str] = frozenset()
     parser: ToolCallParser = field(init=False)
-    ids: dict[int, str] = field(default_factory=dict)
-    numbers: dict[int, int] = field(default_factory=dict)
+    numbers: dict[int, int] = field(default_factory=dict)  # the parser's index -> the answer's
     dropped: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -85,7 +84,7 @@ class ReplySplitter:
 
     @property
     def called(self) -> bool:
-        return bool(self.ids)
+        return bool(self.numbers)
 
     def feed(self, text: str) -> tuple[str, tuple[ToolCallDelta, ...]]:
         return self._merge(self.parser.feed(text) if text else [])
@@ -109,8 +108,8 @@ class ReplySplitter:
                 self.dropped.add(piece.index)
                 return
             number = self.numbers[piece.index] = len(self.numbers)
-            self.ids[number] = new_call_id(self.tool_format.name)
-            calls.append(ToolCallDelta(number, self.ids[number], piece.name, piece.arguments))
+            call_id = new_call_id(self.tool_format.name)
+            calls.append(ToolCallDelta(number, call_id, piece.name, piece.arguments))
             return
         number = self.numbers[piece.index]
         last = calls[-1] if calls else None
@@ -132,6 +131,6 @@ def joined_calls(deltas: Sequence[ToolCallDelta]) -> tuple[ToolCall, ...]:
             names[delta.index] = delta.name
         arguments.setdefault(delta.index, []).append(delta.arguments)
     return tuple(
-        ToolCall(ids.get(i, new_call_id()), names.get(i, ""), "".join(arguments[i]))
+        ToolCall(ids.get(i) or new_call_id(), names.get(i, ""), "".join(arguments[i]))
         for i in sorted(arguments)
     )

@@ -13,7 +13,6 @@ can emit blanks until its token budget runs out.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import torch
 import xgrammar as xgr
 
 from largeforge.adapters.grammar.ebnf import ebnf_literal
+from largeforge.adapters.grammar.messages import one_line
 from largeforge.adapters.grammar.schema_support import structural_tag_feature
 from largeforge.adapters.grammar.schema_support import unsupported_feature as json_schema_feature
 from largeforge.domain.errors import InvalidRequestError
@@ -30,12 +30,6 @@ from largeforge.domain.tools import Constraint, ConstraintKind
 
 CACHE_SIZE = 256
 """Compiled grammars (and refusals) kept by `XgrammarGrammarEngine`, least recently used out."""
-
-MAX_REASON = 300
-"""Characters of xgrammar's message kept in an error (it may quote the whole schema)."""
-
-_LOG_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
-_CHECK_FAILED = re.compile(r"^Check failed: .*? is false: ")
 
 
 class XgrammarGrammarEngine:
@@ -80,7 +74,7 @@ class XgrammarGrammarEngine:
             try:
                 found = _compile(self._compiler, constraint)
             except Exception as exc:  # xgrammar raises RuntimeError and its subclasses, ValueError
-                found = _reason(exc)
+                found = one_line(exc)
             with self._lock:
                 self.compiles += 1
                 self._cache[constraint] = found
@@ -172,13 +166,3 @@ def choice_grammar(spec: str) -> str:
     if not choices:
         raise ValueError("choices must not be empty")
     return "root ::= " + " | ".join(ebnf_literal(c) for c in dict.fromkeys(choices))
-
-
-def _reason(exc: BaseException) -> str:
-    """xgrammar's message in one line, without its log prefix ("[time] file.cc:123: ")."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    text = _CHECK_FAILED.sub("", _LOG_PREFIX.sub("", text))
-    if len(text) > MAX_REASON:
-        text = text[: MAX_REASON - 3] + "..."
-    return text or type(exc).__name__

@@ -3,7 +3,8 @@
 vLLM enforces a `Constraint` with its xgrammar backend (`StructuredOutputsParams` per request).
 The engine is started with `backend="xgrammar"` (no silent fallback to another library that
 enforces a schema differently) and `disable_any_whitespace=True`, which vLLM applies engine-wide:
-JSON comes out compact (separators `,` and `:`), as the transformers engine writes it.
+JSON comes out compact (separators `,` and `:`; the transformers engine's has no free whitespace
+either, but writes `, ` and `: `).
 
 vLLM compiles a grammar in its engine process, where a failure only ends the request with
 finish reason `error`. `ConstraintCompiler` runs the same request check vLLM runs on
@@ -16,15 +17,13 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from typing import Any
 
+from largeforge.adapters.grammar.messages import one_line
 from largeforge.domain.errors import InvalidRequestError
 from largeforge.domain.tools import Constraint, ConstraintKind
 
 CACHED_CONSTRAINTS = 256
-# where xgrammar's C++ raised, which starts its messages: "[18:32:21] /project/cpp/x.cc:83: "
-XGRAMMAR_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 
 
 def structured_outputs_config() -> Any:
@@ -115,5 +114,4 @@ def first_line(exc: BaseException) -> str:
     """An error's first non-empty line (its type's name when it has none)."""
     if isinstance(exc, json.JSONDecodeError):
         return f"not JSON: {exc.msg} at character {exc.pos}"
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return XGRAMMAR_LOCATION.sub("", lines[0]) if lines else type(exc).__name__
+    return one_line(exc)
