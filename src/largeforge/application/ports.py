@@ -13,6 +13,8 @@ from largeforge.domain.datasets import (
     SftExample,
     TextExample,
 )
+from largeforge.domain.evaluation import ModelVariant, Score
+from largeforge.domain.fidelity import ProbeAnswer, TokenizerFacts
 from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep, ToolCallDelta
 from largeforge.domain.quantization import QuantizationMethod, QuantizationSpec
 from largeforge.domain.tools import Constraint, ToolChoice, ToolSpec
@@ -341,3 +343,87 @@ class PerplexityEvaluator(Protocol):
     ) -> tuple[float, int]:
         """(perplexity, number of scored tokens)."""
         ...
+
+
+@runtime_checkable
+class EvaluationTask(Protocol):
+    """One evaluation task (held-out loss, an lm-evaluation-harness task, a generation or
+    tool-call file): scores one model variant. Tasks load what they need per variant and free
+    it before returning, so variants are evaluated one after another."""
+
+    @property
+    def name(self) -> str: ...
+
+    def evaluate(self, variant: ModelVariant) -> tuple[Score, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceScore:
+    """One example's summed negative log-likelihood over its trained tokens, their number, and
+    (when asked) the model's top-1 prediction at each of them."""
+
+    nll: float
+    tokens: int
+    top1: tuple[int, ...] = ()
+
+
+@runtime_checkable
+class SequenceScorer(Protocol):
+    """Teacher-forced scoring of encoded examples (their own loss masks) by a model variant."""
+
+    def score(
+        self, variant: ModelVariant, examples: Sequence[EncodedExample], *, top1: bool = False
+    ) -> list[SequenceScore]: ...
+
+
+@runtime_checkable
+class EngineFactory(Protocol):
+    """An inference engine for a model variant, serving it under the model id `variant.name`
+    (an adapter variant: the base with the adapter registered under that id). The caller
+    closes it."""
+
+    def open(self, variant: ModelVariant) -> InferenceEngine: ...
+
+
+@runtime_checkable
+class TokenizerFactsReader(Protocol):
+    """Reads `TokenizerFacts` (chat template, special tokens, EOS/pad ids, generation_config)
+    of model directories, and what a run recorded of the tokenizer it trained with."""
+
+    def read(self, model_dir: str) -> TokenizerFacts: ...
+
+    def recorded(self, run_dir: str) -> TokenizerFacts | None:
+        """The facts a run recorded before training (None for runs made before records)."""
+        ...
+
+    def artifacts(self, run_dir: str) -> list[str]:
+        """The servable model directories of a run: merged/, then any quantized ones."""
+        ...
+
+    def adapter_dir(self, run_dir: str) -> str | None:
+        """The run's LoRA adapter directory (adapter/), when it has one."""
+        ...
+
+
+@runtime_checkable
+class ReferenceGenerator(Protocol):
+    """Greedy answers of transformers' own `generate` on a model directory's weights."""
+
+    def answers(
+        self, model_dir: str, probes: Sequence[Sequence[Message]], max_tokens: int
+    ) -> list[ProbeAnswer]: ...
+
+
+@runtime_checkable
+class ServedProbe(Protocol):
+    """Serves a model directory through the real HTTP API (`largeforge serve`'s app) and asks
+    it the probes at temperature 0; with `adapter`, the base serves that LoRA adapter beside it
+    and the adapter's model id answers."""
+
+    def answers(
+        self,
+        model_dir: str,
+        probes: Sequence[Sequence[Message]],
+        max_tokens: int,
+        adapter: str | None = None,
+    ) -> list[ProbeAnswer]: ...

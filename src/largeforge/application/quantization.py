@@ -149,7 +149,8 @@ class QuantizeModel:
         out = Path(output_dir)
         (out / "quantization_report.md").write_text(report.to_markdown(), encoding="utf-8")
         data = asdict(report) | {"size_ratio": report.size_ratio,
-                                 "perplexity_ratio": report.perplexity_ratio}  # fmt: skip
+                                 "perplexity_ratio": report.perplexity_ratio,
+                                 "source_model": model_dir}  # fmt: skip
         (out / "quantization_report.json").write_text(
             json.dumps(data, indent=2, default=str), encoding="utf-8"
         )

@@ -74,8 +74,13 @@ class TextGeneration:
         overflow: OverflowPolicy = OverflowPolicy.REJECT,
         tool_formats: ToolFormats | None = None,
         tool_call_parser: str | None = None,
+        tool_grammar: bool = True,
     ) -> None:
+        """`tool_grammar=False` leaves answers offered tools unconstrained: the tools are still
+        in the prompt and calls are still parsed out of the text, but nothing forces them to be
+        valid (for measuring a model's own call validity; the server always constrains)."""
         self._engines = tuple(engines)
+        self._tool_grammar = tool_grammar
         self._overflow = overflow
         self._tool_formats = tool_formats
         self._tool_call_parser = tool_call_parser
@@ -163,7 +168,9 @@ class TextGeneration:
         engine, adapter = self._route(request.model)
         tools = request.tools if request.uses_tools else ()
         tool_format = self._tool_format(engine) if tools else None
-        output = output_constraint(request, tool_format)
+        output = (
+            output_constraint(request, tool_format) if self._tool_grammar or not tools else None
+        )
         ids = tuple(engine.render_chat(request.messages, tools))
         params = replace(request.params, constraint=output[0] if output else None)
         prepared = self._budgeted(engine, adapter, ids, params, request.n, "messages")

@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from largeforge.application.data import PrepareDataset, enforce_policy, mix
+from largeforge.application.data import PrepareDataset
+from largeforge.application.fidelity import log_static_check, static_check
 from largeforge.application.ports import (
     Clock,
     EncoderFactory,
@@ -20,9 +21,12 @@ from largeforge.application.ports import (
     ModelResolver,
     ModelTrainer,
     RunStore,
+    TokenizerFactsReader,
 )
-from largeforge.domain.datasets import EncodedExample, PreferencePair, split_examples
-from largeforge.domain.errors import ConfigError, DatasetError, LargeForgeError
+from largeforge.application.splits import prepare_run_data
+from largeforge.domain.datasets import EncodedExample
+from largeforge.domain.errors import ConfigError, LargeForgeError
+from largeforge.domain.fidelity import FidelityReport, TokenizerFacts
 from largeforge.domain.training import (
     RunState,
     StepMetrics,
@@ -31,11 +35,8 @@ from largeforge.domain.training import (
     TrainingRun,
     TrainingUnit,
 )
-from largeforge.domain.validation import DatasetPolicyError
 
 log = structlog.get_logger(__name__)
-
-MAX_LOGGED_ISSUES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class RunTraining:
         merger: ModelMerger,
         store: RunStore,
         clock: Clock,
+        facts: TokenizerFactsReader,
     ) -> None:
         self._resolver = resolver
         self._prepare = prepare
@@ -92,6 +94,7 @@ class RunTraining:
         self._merger = merger
         self._store = store
         self._clock = clock
+        self._facts = facts
 
     def new_run_id(self) -> str:
         stamp = self._clock.now().strftime("%Y%m%d-%H%M%S")
@@ -151,6 +154,7 @@ class RunTraining:
         try:
             model_dir = self._resolver.resolve(plan.model)
             train, val = self._prepare_data(plan, model_dir, run.run_id)
+            trained_facts = self._record_facts(run.run_id, model_dir)
             data_fingerprint = units_fingerprint(train + val)
             if resume and data_fingerprint != run.data_fingerprint and not force:
                 raise ResumeRefusedError(
@@ -181,6 +185,8 @@ class RunTraining:
                 merged_dir = self._merger.merge(
                     model_dir, result.adapter_dir, str(PurePath(run_dir) / "merged")
                 )
+            if merged_dir is not None and trained_facts is not None:
+                self._check_fidelity(run.run_id, merged_dir, trained_facts)
             run = run.succeed(self._clock.now(), result, merged_dir)
             self._store.save(run)
             self._store.write_report(run)
@@ -207,44 +213,42 @@ class RunTraining:
             bound.error("training_failed", error=repr(exc))
             raise
 
+    def _record_facts(self, run_id: str, model_dir: str) -> TokenizerFacts | None:
+        """Record the facts of the tokenizer training uses (its template, special tokens, EOS
+        and generation config) in tokenizer_facts.json, for fidelity checks of what the run
+        serves later. A tokenizer whose facts cannot be read leaves no record; it fails
+        nothing (the training data was already encoded with it)."""
+        try:
+            facts = self._facts.read(model_dir)
+        except LargeForgeError as exc:
+            log.warning("tokenizer_facts_not_recorded", run_id=run_id, error=str(exc))
+            return None
+        self._store.write_json(run_id, "tokenizer_facts.json", facts.to_dict())
+        return facts
+
+    def _check_fidelity(self, run_id: str, merged_dir: str, trained: TokenizerFacts) -> None:
+        """Compare the merged model's tokenizer, template and generation config with what
+        training used; log the result and write it to fidelity.json. A mismatch is a warning,
+        not a failed run (`largeforge eval --fidelity` exits 1 on it)."""
+        try:
+            check = static_check(self._facts, merged_dir, trained)
+        except LargeForgeError as exc:
+            log.warning("fidelity_check_failed", run_id=run_id, error=str(exc))
+            return
+        self._store.write_json(run_id, "fidelity.json", FidelityReport((check,)).to_dict())
+        log_static_check(check, run_id=run_id)
+
     def _prepare_data(
         self, plan: TrainingPlan, model_dir: str, run_id: str
     ) -> tuple[tuple[TrainingUnit, ...], tuple[TrainingUnit, ...]]:
         """Validated training units: preference pairs for methods that train on pairs (DPO),
         encoded conversations for the others (SFT)."""
-        encoder = self._encoders.for_model(model_dir, plan.train_on)
-        prepared = [
-            self._prepare.execute(spec, plan.validation, encoder, plan.max_length)
-            for spec in plan.datasets
-        ]
-        reports = [p.report.as_dict(max_issues=MAX_LOGGED_ISSUES) for p in prepared]
-        self._store.write_json(run_id, "data_report.json", {"datasets": reports})
-        for item in prepared:
-            for issue in item.report.issues[:MAX_LOGGED_ISSUES]:
-                log.warning("dataset_issue", issue=str(issue), kind=issue.kind)
-        try:
-            enforce_policy(prepared, plan.validation)
-        except DatasetPolicyError:
-            log.error("dataset_policy_failed", reports=reports)
-            raise
-        mixed = mix(prepared, plan.seed)
-        units: tuple[TrainingUnit, ...]
-        pairs = tuple(r for r, _ in mixed if isinstance(r, PreferencePair))
-        if plan.method.trains_on_pairs:
-            if len(pairs) != len(mixed):
-                raise DatasetError(
-                    f"method '{plan.method}' needs preference pairs (prompt/chosen/rejected); "
-                    f"{len(mixed) - len(pairs)} of {len(mixed)} rows are not"
-                )
-            units = pairs
-        else:
-            if pairs:
-                raise DatasetError(
-                    "preference pairs (prompt/chosen/rejected) train with `method: dpo`, not "
-                    "SFT; give SFT data (alpaca, sharegpt, messages, prompt/completion or text)"
-                )
-            units = tuple(e for _, e in mixed if e is not None)
-        train, val = split_examples(units, plan.val_size, plan.seed)
+
+        def write_reports(reports: list[dict[str, Any]]) -> None:
+            self._store.write_json(run_id, "data_report.json", {"datasets": reports})
+
+        data = prepare_run_data(self._prepare, self._encoders, plan, model_dir, write_reports)
+        train, val = data.train, data.val
         if len(train) < plan.batch_size:
             raise ConfigError(
                 f"training.batch_size {plan.batch_size} is larger than the {len(train)} training "

@@ -19,6 +19,10 @@ class DatasetError(LargeForgeError):
     """A dataset cannot be read or holds no usable rows."""
 
 
+class EvaluationError(LargeForgeError):
+    """An evaluation task cannot run: an unknown task, a bad task file, data out of reach."""
+
+
 class InvalidTransitionError(LargeForgeError):
     """A state machine was asked for a transition its current state does not allow."""
 

@@ -136,11 +136,13 @@ def _text(row: Mapping[str, Any], name: str, *, required: bool = True) -> str:
     if name not in row and required:
         raise RowError(f"missing field '{name}'", name, kind="missing_field")
     if not isinstance(value, str):
-        raise RowError(f"'{name}' must be a string, got {_type(value)}", name, kind="wrong_type")
+        got = json_type(value)
+        raise RowError(f"'{name}' must be a string, got {got}", name, kind="wrong_type")
     return value
 
 
-def _type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """A value's type name for error messages (`null` for None)."""
     return "null" if value is None else type(value).__name__
 
 
@@ -171,7 +173,7 @@ def parse_message_list(value: Any, field: str) -> tuple[Message, ...]:
             content = _join_parts(content, f"{where}.content")
         if not isinstance(content, str):
             raise RowError(
-                f"content must be a string, got {_type(content)}",
+                f"content must be a string, got {json_type(content)}",
                 f"{where}.content",
                 kind="wrong_type",
             )
@@ -196,7 +198,7 @@ def _messages_or_text(value: Any, field: str, role: Role) -> tuple[Message, ...]
     if isinstance(value, list):
         return parse_message_list(value, field)
     raise RowError(
-        f"'{field}' must be a string or a list of messages, got {_type(value)}",
+        f"'{field}' must be a string or a list of messages, got {json_type(value)}",
         field,
         kind="wrong_type",
     )
@@ -243,7 +245,9 @@ def parse_sharegpt(row: Mapping[str, Any]) -> SftExample:
         value = turn.get("value")
         if not isinstance(value, str):
             raise RowError(
-                f"'value' must be a string, got {_type(value)}", f"{where}.value", kind="wrong_type"
+                f"'value' must be a string, got {json_type(value)}",
+                f"{where}.value",
+                kind="wrong_type",
             )
         messages.append(Message(SHAREGPT_ROLES[speaker], value))
     return SftExample(Conversation(tuple(messages)))
@@ -352,7 +356,7 @@ def _reference(row: Mapping[str, Any]) -> str | None:
             value = row[name]
             if not isinstance(value, str):
                 raise RowError(
-                    f"'{name}' must be a string, got {_type(value)}", name, kind="wrong_type"
+                    f"'{name}' must be a string, got {json_type(value)}", name, kind="wrong_type"
                 )
             return value if value.strip() else None
     return None
@@ -384,7 +388,7 @@ PARSERS: dict[DatasetFormat, Callable[[Mapping[str, Any]], Record]] = {
 def parse_row(row: Any, fmt: DatasetFormat) -> Record:
     """Parse one row in `fmt` into a record; raises `RowError`."""
     if not isinstance(row, Mapping):
-        raise RowError(f"row must be an object, got {_type(row)}", kind="wrong_type")
+        raise RowError(f"row must be an object, got {json_type(row)}", kind="wrong_type")
     return PARSERS[fmt](row)
 
 
