@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from largeforge.domain.errors import ConfigError
+from largeforge.domain.evaluation import parse_task
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
 from largeforge.domain.training import (
     AdapterKind,
@@ -131,6 +132,31 @@ class TrainingSettings(_Strict):
     seed: int = 42
 
 
+class EvalSettings(_Strict):
+    """`eval:` in a run file: `largeforge eval` on the run when training succeeds."""
+
+    tasks: list[str] = Field(
+        default_factory=lambda: ["heldout"],
+        min_length=1,
+        description="heldout[:FILE], lm:NAME|FILE.yaml, generate:FILE, tools[:FILE]",
+    )
+    compare: list[str] = Field(
+        default_factory=list,
+        description="base, adapter, merged, quantized, NAME=MODEL (default: all the run has)",
+    )
+    fidelity: bool = Field(False, description="also check the served model is the trained one")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        for task in tasks:
+            try:
+                parse_task(task)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return tasks
+
+
 class RunConfig(_Strict):
     """A training run file. Every field has a default: an empty file is a valid run."""
 
@@ -154,6 +180,9 @@ class RunConfig(_Strict):
     merge: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    eval: EvalSettings | None = Field(
+        None, description="evaluate the run when it succeeds (see `largeforge eval`)"
+    )
 
     def dataset_specs(self) -> tuple[DatasetSpec, ...]:
         items = self.dataset if isinstance(self.dataset, list) else [self.dataset]

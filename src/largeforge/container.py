@@ -15,6 +15,8 @@ from dependency_injector import containers, providers
 
 from largeforge.adapters.data.sources import FileRowSource
 from largeforge.adapters.models.resolver import HfModelResolver
+from largeforge.adapters.storage.eval_report import FilesystemEvalReportWriter
+from largeforge.adapters.storage.run_files import FilesystemRunFiles
 from largeforge.adapters.storage.runs import FilesystemRunStore, ReadOnlyRunStore, SkipMerger
 from largeforge.adapters.system.clock import SystemClock
 from largeforge.adapters.system.signals import StopRequested, stop_requested
@@ -27,14 +29,20 @@ from largeforge.application.classifiers import (
 )
 from largeforge.application.data import PrepareDataset, ReadPrompts
 from largeforge.application.embeddings import EmbeddingEncoder, EmbedTexts
+from largeforge.application.eval_plan import PlanEvaluation, TaskContext, TaskFactory
+from largeforge.application.evaluation import EvaluateModels
 from largeforge.application.experts import ClientFactory, ExpertManager
+from largeforge.application.fidelity import CheckFidelity
 from largeforge.application.generation import (
     GeneratePreferenceData,
     GenerateSftData,
     ResponseScorer,
 )
+from largeforge.application.generation_eval import GenerationEvalTask, read_generation_file
 from largeforge.application.ports import (
     EmbeddingModel,
+    EngineFactory,
+    EvaluationTask,
     ExpertClient,
     InferenceEngine,
     ModelInspector,
@@ -42,15 +50,23 @@ from largeforge.application.ports import (
     ModelTrainer,
     PerplexityEvaluator,
     Quantizer,
+    ReferenceGenerator,
+    RowSource,
     RunStore,
+    SequenceScorer,
+    TokenizerFactsReader,
     ToolCallFormat,
 )
 from largeforge.application.quantization import QuantizeModel
 from largeforge.application.router import RouterService
 from largeforge.application.serving import TextGeneration
+from largeforge.application.tool_eval import BUNDLED_FILE as BUNDLED_TOOLS_FILE
+from largeforge.application.tool_eval import BUNDLED_PACKAGE as BUNDLED_TOOLS_PACKAGE
+from largeforge.application.tool_eval import ToolCallEvalTask, read_tool_file
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
 from largeforge.domain.errors import ConfigError, ModelNotFoundError
+from largeforge.domain.evaluation import TaskKind, TaskSpec
 from largeforge.domain.generation import OverflowPolicy
 from largeforge.domain.load_balancing import strategy_named
 from largeforge.domain.quantization import QuantizationMethod
@@ -177,6 +193,63 @@ def _perplexity_evaluator(device: str) -> PerplexityEvaluator:
     return TransformersPerplexityEvaluator(device=device)
 
 
+def _sequence_scorer(device: str) -> SequenceScorer:
+    from largeforge.adapters.hf.sequence_scores import TransformersSequenceScorer
+
+    return TransformersSequenceScorer(device=device)
+
+
+def _variant_engines() -> EngineFactory:
+    from largeforge.adapters.hf.variant_engines import TransformersEngineFactory
+
+    return TransformersEngineFactory()
+
+
+def _eval_task_factories(
+    device: str, rows: RowSource, engines: EngineFactory
+) -> dict[TaskKind, TaskFactory]:
+    """How each `--tasks` kind other than heldout becomes a task (built before any model
+    loads, so a bad file or task name fails in seconds)."""
+
+    def generate(spec: TaskSpec, context: TaskContext) -> EvaluationTask:
+        assert spec.argument is not None  # parse_task requires the file
+        cases = read_generation_file(rows, spec.argument)
+        return GenerationEvalTask(spec.label, cases, engines)
+
+    def tools(spec: TaskSpec, context: TaskContext) -> EvaluationTask:
+        path = spec.argument or _bundled(BUNDLED_TOOLS_PACKAGE, BUNDLED_TOOLS_FILE)
+        cases = read_tool_file(rows, path)
+        return ToolCallEvalTask(spec.label, cases, engines, _tool_call_format)
+
+    def harness(spec: TaskSpec, context: TaskContext) -> EvaluationTask:
+        from largeforge.adapters.lm_eval import LmEvalTask
+
+        assert spec.argument is not None  # parse_task requires the name or file
+        task = LmEvalTask(spec.argument, device=device)
+        task.validate()  # an unknown task or a dataset only the hub has fails here
+        return task
+
+    return {TaskKind.GENERATE: generate, TaskKind.TOOLS: tools, TaskKind.LM_EVAL: harness}
+
+
+def _bundled(package: str, name: str) -> str:
+    from importlib import resources
+
+    return str(resources.files(package) / name)
+
+
+def _tokenizer_facts() -> TokenizerFactsReader:
+    from largeforge.adapters.hf.tokenizer_facts import HfTokenizerFactsReader
+
+    return HfTokenizerFactsReader()
+
+
+def _reference_generator() -> ReferenceGenerator:
+    from largeforge.adapters.hf.reference_generation import TransformersReferenceGenerator
+
+    return TransformersReferenceGenerator()
+
+
 def _held_out_text() -> list[str]:
     from importlib import resources
 
@@ -249,6 +322,17 @@ class Container(containers.DeclarativeContainer):
     run_store = providers.Singleton(
         _run_store, root=config.run.output_dir, rank=config.process_rank
     )
+    tokenizer_facts = providers.Singleton(_tokenizer_facts)
+    """Reads `TokenizerFacts` of model directories and the record a run keeps of them."""
+    reference_generator = providers.Singleton(_reference_generator)
+    check_fidelity = providers.Factory(
+        CheckFidelity,
+        facts=tokenizer_facts,
+        resolver=model_resolver,
+        reference=reference_generator,
+    )
+    """`largeforge eval --fidelity`: `check_fidelity(served=...)`, the served probe being the
+    entrypoint's (it runs `largeforge serve`'s own app)."""
 
     run_training = providers.Factory(
         RunTraining,
@@ -259,6 +343,7 @@ class Container(containers.DeclarativeContainer):
         merger=merger,
         store=run_store,
         clock=clock,
+        facts=tokenizer_facts,
     )
 
     inference_engine = providers.Singleton(
@@ -319,6 +404,27 @@ class Container(containers.DeclarativeContainer):
         prepare=prepare_dataset,
         encoders=encoder_factory,
         held_out=providers.Object(_held_out_text),
+    )
+
+    sequence_scorer = providers.Singleton(_sequence_scorer, device=_quant_device)
+    run_files = providers.Singleton(FilesystemRunFiles)
+    variant_engines = providers.Singleton(_variant_engines)
+    """Inference engines for evaluated variants (the transformers engine `serve` uses)."""
+    eval_task_factories = providers.Singleton(
+        _eval_task_factories, device=_quant_device, rows=row_source, engines=variant_engines
+    )
+    plan_evaluation = providers.Factory(
+        PlanEvaluation,
+        resolver=model_resolver,
+        runs=run_files,
+        prepare=prepare_dataset,
+        encoders=encoder_factory,
+        scorer=sequence_scorer,
+        factories=eval_task_factories,
+    )
+    """`largeforge eval`: REF, --tasks and --compare into variants and ready tasks."""
+    evaluate_models = providers.Factory(
+        EvaluateModels, writer=providers.Singleton(FilesystemEvalReportWriter)
     )
 
     @classmethod

@@ -84,6 +84,13 @@ def write_report(run: TrainingRun, run_dir: Path) -> Path:
         lines += ["", f"Serve it: `largeforge serve --model {run.merged_dir}`"]
     if has_plot:
         lines += ["", "![loss curve](loss.png)"]
+    if (run_dir / "eval" / "eval_report.md").is_file():
+        lines += [
+            "",
+            "Evaluation (`largeforge eval`): [eval/eval_report.md](eval/eval_report.md)",
+            "",
+            "![evaluation](eval/eval.png)",
+        ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

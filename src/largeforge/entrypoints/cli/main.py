@@ -37,6 +37,11 @@ app.command(
     name="merge",
     help="Merge a run's LoRA adapter into its base model, checking the logits match.",
 )
+app.command(
+    "largeforge.entrypoints.cli.evaluate:evaluate",
+    name="eval",
+    help="Score base, adapter, merged and quantized models on the same tasks, with intervals.",
+)
 data_app = App(name="data", help="Validate, preview and convert datasets.")
 data_app.command(
     "largeforge.entrypoints.cli.data:validate",

@@ -33,6 +33,7 @@ def merge(
     """
     from largeforge.config import Settings
     from largeforge.container import Container
+    from largeforge.entrypoints.cli.fidelity import static_check_after
 
     adapter = run_dir / "adapter"
     container = Container.from_settings(Settings())
@@ -47,5 +48,6 @@ def merge(
         f"(tolerance {tolerance:.0e})"
     )
     print(f"merged model: {out}")
+    static_check_after(container, out, run_dir=run_dir, source_dir=base_dir)
     print(f"serve it with: largeforge serve --model {out}")
     return 0

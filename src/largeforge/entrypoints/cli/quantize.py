@@ -59,7 +59,9 @@ def quantize(
     max_seq_length
         Tokens per calibration sample.
     output
-        Output directory (default: MODELNAME-METHOD-wBITS in the current directory).
+        Output directory (default: a run's merged model goes to RUN/quantized-METHOD-wBITS,
+        where `largeforge eval RUN` finds it; any other model to MODELNAME-METHOD-wBITS in the
+        current directory).
     check_only
         Run the pre-checks only.
     """
@@ -69,6 +71,7 @@ def quantize(
         QuantizationMethod,
         QuantizationSpec,
     )
+    from largeforge.entrypoints.cli.fidelity import static_check_after
 
     chosen = QuantizationMethod(method)
     spec = QuantizationSpec(
@@ -80,12 +83,22 @@ def quantize(
         num_samples=samples or DEFAULT_SAMPLES[chosen],
         max_seq_length=max_seq_length,
     )
-    out = output or Path(f"{Path(model).name}-{method}-w{bits}")
-    use_case = Container.from_settings().quantize_model()
+    out = output or _default_output(Path(model), method, bits)
+    container = Container.from_settings()
+    use_case = container.quantize_model()
     if check_only:
         checked = use_case.check(model, spec, str(out))
         print(f"ok: {method} with {checked.quantizer.engine}, group size {checked.group_size_text}")
         return 0
     report = use_case.execute(model, spec, str(out), calibration=calibration)
     print(report.to_markdown())
+    source = container.model_resolver().resolve(model)
+    static_check_after(container, str(out), source_dir=source)
     return 0
+
+
+def _default_output(model: Path, method: str, bits: int) -> Path:
+    """Inside the run for a run's model (`RUN/merged`), else beside the current directory."""
+    if model.is_dir() and (model.parent / "run.json").is_file():
+        return model.parent / f"quantized-{method}-w{bits}"
+    return Path(f"{model.name}-{method}-w{bits}")

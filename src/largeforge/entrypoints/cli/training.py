@@ -100,7 +100,17 @@ def run_training(
         print(f"  merged model: {outcome.run.merged_dir}")
         print("\nServe it with:")
         print(f"  largeforge serve --model {shlex.quote(outcome.run.merged_dir)}")
-    return 0
+    if run_config.eval is None:
+        return 0
+    from largeforge.entrypoints.cli.evaluate import run_eval
+
+    print("\nEvaluating (the run file's eval: section):", flush=True)
+    return run_eval(
+        outcome.run_dir,
+        tasks=run_config.eval.tasks,
+        compare=run_config.eval.compare,
+        fidelity=run_config.eval.fidelity,
+    )
 
 
 def _launch(
