@@ -20,6 +20,7 @@ from tests.fakes import (
     FakeModelResolver,
     FakeModelTrainer,
     FakePreferenceTrainer,
+    FakeTokenizerFactsReader,
     InMemoryRowSource,
     InMemoryRunStore,
 )
@@ -66,6 +67,7 @@ def make_fakes() -> dict[str, Any]:
         "preference_trainer": FakePreferenceTrainer(),
         "merger": FakeModelMerger(),
         "store": InMemoryRunStore(),
+        "facts": FakeTokenizerFactsReader(),
         "engine": FakeInferenceEngine(),
     }
 
@@ -92,6 +94,7 @@ def make_container(fakes: dict[str, Any] | None = None) -> Any:
     )
     c.merger.override(fakes["merger"])
     c.run_store.override(fakes["store"])
+    c.tokenizer_facts.override(fakes["facts"])
     c.inference_engine.override(fakes["engine"])
     return c
 

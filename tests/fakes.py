@@ -173,6 +173,40 @@ class FakePreferenceTrainer:
         )
 
 
+class FakeTokenizerFactsReader:
+    """`TokenizerFacts` by model directory (ChatML-like defaults for any directory); `records`
+    holds what runs recorded, by run directory."""
+
+    def __init__(self) -> None:
+        from largeforge.domain.fidelity import TokenizerFacts
+
+        self.default = TokenizerFacts(
+            chat_template="{{ messages }}",
+            eos_token="<|im_end|>",
+            eos_token_id=2,
+            special_tokens=(("<|endoftext|>", 0), ("<|im_start|>", 1), ("<|im_end|>", 2)),
+            turn_end_token="<|im_end|>",
+            turn_end_token_id=2,
+            generation_eos_token_ids=(2,),
+        )
+        self.facts: dict[str, Any] = {}
+        self.records: dict[str, Any] = {}
+        self.reads: list[str] = []
+
+    def read(self, model_dir: str) -> Any:
+        self.reads.append(model_dir)
+        return self.facts.get(model_dir, self.default)
+
+    def recorded(self, run_dir: str) -> Any:
+        return self.records.get(run_dir)
+
+    def artifacts(self, run_dir: str) -> list[str]:
+        return [f"{run_dir}/merged"]
+
+    def adapter_dir(self, run_dir: str) -> str | None:
+        return f"{run_dir}/adapter"
+
+
 @dataclass
 class FakeModelMerger:
     merges: list[tuple[str, str, str]] = field(default_factory=list)

@@ -40,18 +40,31 @@ CONFORMANCE = [
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
-def served_schema(doc: dict[str, Any], models: list[str], vocab_size: int | None = None) -> Any:
+def served_schema(
+    doc: dict[str, Any],
+    models: list[str],
+    vocab_size: int | None = None,
+    require: str | None = None,
+) -> Any:
     """The app's document narrowed to what its engines serve, which the document cannot know
-    (they are loaded at start): `model` one of `models`, prompt token ids below `vocab_size`."""
+    (they are loaded at start): `model` one of `models`, prompt token ids below `vocab_size`.
+    With `require`, every body that has that field must send it, not null (so a rare optional
+    field is exercised in every example rather than by chance)."""
     doc = copy.deepcopy(doc)
     for item in doc["paths"].values():
         post = item.get("post", {})
         body = post.get("requestBody", {}).get("content", {}).get("application/json", {})
-        properties = body.get("schema", {}).get("properties", {})
+        schema = body.get("schema", {})
+        properties = schema.get("properties", {})
         if "model" in properties:
             properties["model"] = {"enum": models}
         if "prompt" in properties and vocab_size is not None:
             _bound_ids(properties["prompt"], vocab_size)
+        if require is not None and require in properties:
+            schema["required"] = [*schema.get("required", []), require]
+            field = properties[require]
+            if "anyOf" in field:
+                field["anyOf"] = [b for b in field["anyOf"] if b.get("type") != "null"]
     return schemathesis.openapi.from_dict(doc)
 
 

@@ -24,6 +24,14 @@ def cli_env() -> dict[str, str]:
     return os.environ | {"LARGEFORGE_LOG_JSON": "1"}
 
 
+def run_cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion in a subprocess, its output captured (logs as JSON)."""
+    return subprocess.run(
+        largeforge(*args), capture_output=True, text=True, env=cli_env(), timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

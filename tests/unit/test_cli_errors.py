@@ -24,6 +24,7 @@ COMMANDS = (
     ("data", "generate", "sft", "-o", "OUT"),
     ("data", "generate", "preferences", "-o", "OUT"),
     ("quantize", "M", "--method", "awq", "-o", "OUT"),
+    ("eval", "RUN"),
     ("route", "serve", "CFG"),
     ("route", "explain", "CFG", "query"),
     ("route", "eval", "CFG", "LABELLED"),
@@ -121,6 +122,13 @@ def bad_inputs(f: Files, router_yaml: str, labelled: str) -> list[list[str]]:
         ["quantize", f.missing, *quantize[1:]],
         ["quantize", str(f.not_a_model), *quantize[1:]],
         ["quantize", str(f.not_a_model), *quantize[1:], "--calibration", f.missing],
+        # eval: not a run or a model, a corrupt run record, tasks and variants that cannot be
+        ["eval", f.missing],
+        ["eval", str(f.not_a_model)],
+        ["eval", str(f.run_dir)],
+        ["eval", f.missing, "--tasks", "lm:"],
+        ["eval", str(f.run_dir), "--tasks", "generate:"],
+        ["eval", str(f.run_dir), "--tasks", ","],
         # route: missing, empty, invalid and wrong-shape configs; missing/bad labelled files
         *(
             [*cmd, cfg, *rest]
@@ -150,7 +158,8 @@ def unknown_options() -> list[list[str]]:
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> Files:
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Files:
+    monkeypatch.chdir(tmp_path)  # commands that write runs/ write them here, not in the checkout
     return Files(tmp_path)
 
 
@@ -207,7 +216,7 @@ def test_every_command_is_driven_with_bad_inputs(
 ) -> None:
     """A new command fails this test until it has its bad inputs and unknown-option case."""
     known = commands(app)
-    assert len(known) == 14
+    assert len(known) == 15
     assert {command_of(list(c)) for c in COMMANDS} == known
     assert {command_of(case) for case in bad_inputs(files, *router_files)} == known - {("doctor",)}
 
@@ -257,6 +266,7 @@ def test_unknown_options_and_commands_are_usage_errors(
         lambda f: ["run-training", f.bad_yaml],
         lambda f: ["serve", "--model", f.missing],
         lambda f: ["merge", str(f.run_dir)],
+        lambda f: ["eval", str(f.run_dir)],
         lambda f: ["data", "validate", f.empty_jsonl],
         lambda f: ["data", "generate", "sft", "-o", f.out, "--seeds", f.not_json],
         lambda f: ["data", "generate", "preferences", "-o", f.out, "--prompts", f.text_rows],

@@ -47,13 +47,29 @@ def test_schema_driven_bodies_get_documented_answers_never_a_5xx(
     assert tally.examples >= EXAMPLES, tally
     assert tally.statuses[413] > 0, tally  # oversize bodies were sent
     assert tally.share_2xx() >= 0.45, tally
-    assert tally.valid_accepted() >= 0.75, tally  # best_of != n is the usual refusal
+    # Valid by the schema yet refused, rightly: best_of != n, tools whose parameters use keywords
+    # the grammar cannot enforce, tool_choice naming an absent function, a bad regex or grammar.
+    # Measured 0.74-0.86 over runs; 0.65 is five standard deviations below the lowest mean.
+    assert tally.valid_accepted() >= 0.65, tally
     assert len(engine.requests) - before >= 0.45 * tally.examples, tally
-    if path == "/v1/chat/completions":  # tools and structured outputs were exercised, and taken
-        for name in ("tools", "tool_choice", "response_format", "structured_outputs"):
-            assert tally.accepted_fields[name] >= 5, (name, tally.accepted_fields)
-        constrained = [p.constraint for _ids, p, _adapter in engine.requests if p.constraint]
-        assert len(constrained) >= 10, len(constrained)
+
+
+@pytest.mark.parametrize("field", ["tools", "tool_choice", "response_format", "structured_outputs"])
+def test_tools_and_structured_outputs_are_exercised_and_taken(
+    served: tuple[TestClient[Any], FakeInferenceEngine], field: str
+) -> None:
+    """Every positive body carries `field` (not null): valid ones are answered, and the engine
+    receives constrained requests for the structured fields."""
+    client, engine = served
+    models = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    doc = client.get("/schema/openapi.json").json()
+    schema = served_schema(doc, models, engine.vocab_size, require=field)
+    before = len(engine.requests)
+    tally = fuzz(client, schema, "/v1/chat/completions", examples=80, max_body=MAX_BODY)
+    assert tally.accepted_fields[field] >= 5, (field, tally)
+    if field in ("response_format", "structured_outputs"):
+        constrained = [p.constraint for _ids, p, _a in engine.requests[before:] if p.constraint]
+        assert len(constrained) >= 3, (field, tally)
 
 
 def check(response: Any) -> None:

@@ -129,7 +129,9 @@ def test_bad_rows_within_policy_are_skipped_and_reported(
     container.run_training().execute(plan_for(container, datasets=(DatasetSpec("ok.jsonl"),)))
     call = fakes["trainer"].calls[0]
     assert len(call["train"]) + len(call["eval"]) == 40
-    (saved,) = fakes["store"].documents.values()
+    saved = next(
+        d for (_, name), d in fakes["store"].documents.items() if name == "data_report.json"
+    )
     assert saved["datasets"][0]["issues"][0]["kind"] == "invalid_json"
 
 
@@ -321,3 +323,52 @@ def test_the_cli_refuses_a_resume_after_the_config_changed(tmp_path: Any) -> Non
     ]
     assert (tmp_path / "runs" / "r1" / "run.json").read_text() == before
     assert json.loads(before)["state"] == "interrupted"
+
+
+def test_the_tokenizer_training_uses_is_recorded_before_training(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    fakes["trainer"].fail_with = TrainingError("boom")  # recorded even when training fails
+    with pytest.raises(TrainingError):
+        container.run_training().execute(plan_for(container), run_id="facts-run")
+    recorded = fakes["store"].documents[("facts-run", "tokenizer_facts.json")]
+    assert recorded == fakes["facts"].default.to_dict()
+    assert fakes["facts"].reads == ["/models/tiny"]  # the base model's tokenizer
+
+
+def test_the_merged_model_is_checked_against_the_record(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    from dataclasses import replace
+
+    facts = fakes["facts"]
+    run_id = "checked"
+    merged = f"{fakes['store'].run_dir(run_id)}/merged"
+    facts.facts[merged] = replace(facts.default, generation_eos_token_ids=(0,))
+    outcome = container.run_training().execute(plan_for(container), run_id=run_id)
+
+    assert outcome.run.state is RunState.SUCCEEDED  # a mismatch warns, it fails nothing
+    report = fakes["store"].documents[(run_id, "fidelity.json")]
+    assert report["ok"] is False
+    (check,) = report["checks"]
+    assert check["subject"] == merged
+    assert [m["field"] for m in check["mismatches"]] == ["generation_config.eos_token_id"]
+
+
+def test_an_equal_merged_model_passes_the_check(container: Any, fakes: dict[str, Any]) -> None:
+    container.run_training().execute(plan_for(container), run_id="equal")
+    assert fakes["store"].documents[("equal", "fidelity.json")]["ok"] is True
+    assert fakes["facts"].reads == ["/models/tiny", "/runs/equal/merged"]
+
+
+def test_a_tokenizer_without_readable_facts_fails_nothing(
+    container: Any, fakes: dict[str, Any]
+) -> None:
+    def unreadable(model_dir: str) -> Any:
+        raise ConfigError(f"{model_dir}: cannot load its tokenizer")
+
+    fakes["facts"].read = unreadable
+    outcome = container.run_training().execute(plan_for(container), run_id="no-facts")
+    assert outcome.run.state is RunState.SUCCEEDED
+    names = {name for run_id, name in fakes["store"].documents if run_id == "no-facts"}
+    assert names == {"data_report.json"}  # no record, so no check
