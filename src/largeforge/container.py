@@ -63,6 +63,7 @@ from largeforge.application.serving import TextGeneration
 from largeforge.application.tool_eval import BUNDLED_FILE as BUNDLED_TOOLS_FILE
 from largeforge.application.tool_eval import BUNDLED_PACKAGE as BUNDLED_TOOLS_PACKAGE
 from largeforge.application.tool_eval import ToolCallEvalTask, read_tool_file
+from largeforge.application.tool_generation import GenerateToolData
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
 from largeforge.domain.errors import ConfigError, ModelNotFoundError
@@ -381,6 +382,10 @@ class Container(containers.DeclarativeContainer):
     """Self-instruct over an engine: `generate_sft_data(engine=..., max_tokens=...)`."""
     generate_preference_data = providers.Factory(GeneratePreferenceData)
     """Sampled, self-scored pairs: `generate_preference_data(engine=..., scorer=...)`."""
+    generate_tool_data = providers.Factory(
+        GenerateToolData, tool_formats=providers.Object(_tool_call_format)
+    )
+    """Tool-use conversations, calls under the grammar: `generate_tool_data(engine=...)`."""
     generation_engine = providers.Factory(_generation_engine, resolver=model_resolver)
     """The local batching engine that writes synthetic data: `generation_engine(model=...)`."""
     response_scorer = providers.Factory(_likelihood_scorer)
