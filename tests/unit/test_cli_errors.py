@@ -23,6 +23,7 @@ COMMANDS = (
     ("data", "convert", "F", "--to", "messages", "-o", "OUT"),
     ("data", "generate", "sft", "-o", "OUT"),
     ("data", "generate", "preferences", "-o", "OUT"),
+    ("data", "generate", "tools", "--tools", "T", "-o", "OUT"),
     ("quantize", "M", "--method", "awq", "-o", "OUT"),
     ("eval", "RUN"),
     ("route", "serve", "CFG"),
@@ -69,6 +70,9 @@ def bad_inputs(f: Files, router_yaml: str, labelled: str) -> list[list[str]]:
     """For every command: the bad inputs it can be given (each must exit 2, one error line)."""
     gen_sft = ["data", "generate", "sft", "-o", f.out, "--seeds"]
     gen_pref = ["data", "generate", "preferences", "-o", f.out, "--prompts"]
+    gen_tools = ["data", "generate", "tools", "-o", f.out, "--tools"]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    unchecked = {"type": "function", "function": {"name": "f", "parameters": {"foo": 1}}}
     convert = ["data", "convert", "--to", "messages", "-o", f.out]
     quantize = ["quantize", "--method", "awq", "-o", f.out_dir]
     return [
@@ -118,6 +122,10 @@ def bad_inputs(f: Files, router_yaml: str, labelled: str) -> list[list[str]]:
         [*gen_pref, f.not_json],
         [*gen_pref, f.undetectable],
         [*gen_pref, f.text_rows, "--samples", "1"],
+        [*gen_tools, f.missing],
+        [*gen_tools, f.not_json],
+        [*gen_tools, f.write("unchecked.json", json.dumps([unchecked]))],
+        [*gen_tools, f.write("tools.json", json.dumps([tool])), "--count", "0"],
         # quantize: a model that is not there, not a model; missing/empty calibration
         ["quantize", f.missing, *quantize[1:]],
         ["quantize", str(f.not_a_model), *quantize[1:]],
@@ -216,7 +224,7 @@ def test_every_command_is_driven_with_bad_inputs(
 ) -> None:
     """A new command fails this test until it has its bad inputs and unknown-option case."""
     known = commands(app)
-    assert len(known) == 15
+    assert len(known) == 16
     assert {command_of(list(c)) for c in COMMANDS} == known
     assert {command_of(case) for case in bad_inputs(files, *router_files)} == known - {("doctor",)}
 

@@ -58,7 +58,9 @@ data_app.command(
     name="convert",
     help="Rewrite a dataset as messages, alpaca or sharegpt JSON Lines.",
 )
-generate_app = App(name="generate", help="Generate synthetic SFT or preference data with a model.")
+generate_app = App(
+    name="generate", help="Generate synthetic SFT, preference or tool-use data with a model."
+)
 generate_app.command(
     "largeforge.entrypoints.cli.data:generate_sft",
     name="sft",
@@ -68,6 +70,11 @@ generate_app.command(
     "largeforge.entrypoints.cli.data:generate_preferences",
     name="preferences",
     help="prompt/chosen/rejected pairs ranked by the model's own likelihood.",
+)
+generate_app.command(
+    "largeforge.entrypoints.cli.generate_tools:generate_tools",
+    name="tools",
+    help="Tool-use conversations whose calls the grammar keeps valid for each tool's schema.",
 )
 data_app.command(generate_app)
 app.command(data_app)
