@@ -75,6 +75,8 @@ class ValidationSettings(_Strict):
     dedupe: Literal["none", "exact", "normalized"] = "exact"
     too_long: Literal["skip", "truncate"] = "skip"
     clean_text: bool = True
+    require_tool_results: bool = True
+    """A tool call must be answered by a `tool` message before the next user turn."""
 
     def to_policy(self) -> ValidationPolicy:
         return ValidationPolicy(
@@ -83,6 +85,7 @@ class ValidationSettings(_Strict):
             dedupe=Dedupe(self.dedupe),
             too_long=TooLong(self.too_long),
             clean_text=self.clean_text,
+            require_tool_results=self.require_tool_results,
         )
 
 

@@ -426,7 +426,7 @@ def test_openai_shaped_calls_and_tool_turns_are_read() -> None:
         (
             {"messages": [{"role": "tool", "content": "x"}], "expected": None},
             "messages[0].tool_call_id",
-            "needs the 'tool_call_id'",
+            "answers no call",
         ),
         (
             {

@@ -31,6 +31,8 @@ from largeforge.domain.formats import (
     detect_format,
     parse_row,
 )
+from largeforge.domain.tool_messages import parse_tools
+from largeforge.domain.tools import ToolSpec
 from largeforge.domain.validation import (
     DatasetPolicyError,
     Dedupe,
@@ -89,7 +91,7 @@ class PrepareDataset:
             source=name,
             format=fmt.value,
             detection=detection,
-            rows=len(raw_rows),
+            rows=len(raw_rows) - state.headers,
             kept=len(state.records),
             issues=tuple(state.issues),
             token_lengths=tuple(state.lengths),
@@ -126,6 +128,10 @@ class PrepareDataset:
         return detection.format, f"detected: {detection.describe()}"
 
 
+_Encoding = EncodedExample | tuple[EncodedExample, ...] | RowError | None
+"""A record's encoding: both sides of a pair, the template's refusal, or nothing to encode."""
+
+
 class _Accumulator:
     """Per-source state while rows stream through: records, issues, seen keys, lengths."""
 
@@ -146,6 +152,17 @@ class _Accumulator:
         self.lengths: list[int] = []
         self.seen: dict[str, int] = {}
         self.pending: list[tuple[int, Record]] = []
+        self.tools: tuple[ToolSpec, ...] = ()
+        self.headers = 0
+
+    def file_tools(self, line: int, value: object) -> None:
+        """A row holding only `tools` declares them for the rows after it that have none."""
+        self.headers += 1
+        try:
+            self.tools = parse_tools(value)
+        except RowError as error:
+            self.headers -= 1  # a bad declaration is a bad row
+            self.issue(line, error)
 
     def issue(self, line: int, error: RowError, action: IssueAction = IssueAction.SKIPPED) -> None:
         self.issues.append(
@@ -157,11 +174,16 @@ class _Accumulator:
             self.issue(raw.line, RowError(raw.error, kind="invalid_json"))
             return
         value = apply_columns(raw.value, columns) if isinstance(raw.value, Mapping) else raw.value
+        if isinstance(value, Mapping) and set(value) == {"tools"}:
+            self.file_tools(raw.line, value["tools"])
+            return
         try:
             record = parse_row(value, fmt)
+            if isinstance(record, SftExample) and not record.tools and self.tools:
+                record = replace(record, tools=self.tools)
             if self.policy.clean_text:
                 record = clean_record(record)
-            check_record(record)
+            check_record(record, require_tool_results=self.policy.require_tool_results)
         except RowError as error:
             self.issue(raw.line, error)
             return
@@ -180,6 +202,8 @@ class _Accumulator:
             batch = self.pending[start : start + ENCODE_BATCH]
             for (line, record), encoded in zip(batch, self._encode_batch(batch), strict=True):
                 try:
+                    if isinstance(encoded, RowError):
+                        raise encoded
                     checked = self._check(record, encoded, line)
                 except RowError as error:
                     self.issue(line, error)
@@ -189,21 +213,34 @@ class _Accumulator:
         self.pending.clear()
         self.issues.sort(key=lambda issue: issue.line)
 
-    def _encode_batch(
-        self, batch: Sequence[tuple[int, Record]]
-    ) -> list[EncodedExample | tuple[EncodedExample, ...] | None]:
-        """One encoding per record: a tuple of both sides for preference pairs."""
+    def _encode_batch(self, batch: Sequence[tuple[int, Record]]) -> list[_Encoding]:
+        """One encoding per record (a tuple of both sides for preference pairs), in one
+        tokenizer call; when the template refuses a record, each is encoded alone so the
+        refusal is that row's issue."""
         if self.encoder is None:
             return [None] * len(batch)
+        try:
+            return self._encode_records([record for _, record in batch])
+        except RowError:
+            out: list[_Encoding] = []
+            for _, record in batch:
+                try:
+                    out += self._encode_records([record])
+                except RowError as error:
+                    out.append(error)
+            return out
+
+    def _encode_records(self, records: Sequence[Record]) -> list[_Encoding]:
+        assert self.encoder is not None
         conversations: list[SftExample] = []
-        for _, record in batch:
+        for record in records:
             if isinstance(record, SftExample):
                 conversations.append(record)
             elif isinstance(record, PreferencePair):
                 conversations += [SftExample(c) for c in record.as_conversations()]
         encoded = iter(self.encoder.encode_many(conversations))
-        out: list[EncodedExample | tuple[EncodedExample, ...] | None] = []
-        for _, record in batch:
+        out: list[_Encoding] = []
+        for record in records:
             if isinstance(record, SftExample):
                 out.append(next(encoded))
             elif isinstance(record, PreferencePair):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from largeforge.domain.tools import ToolCall
+from largeforge.domain.tools import ToolCall, ToolSpec
 
 T = TypeVar("T")
 
@@ -69,13 +69,16 @@ class Conversation:
 class SftExample:
     """A conversation to fine-tune on: its assistant turns are the training targets.
 
-    `source` says where it came from (file and 1-based line) for error reports. Turn order is
-    checked by `largeforge.domain.validation.check_record`, not here, so that a bad row becomes a
-    reported issue rather than an exception.
+    `tools` are the functions the conversation may call (rendered with the chat template's
+    `tools=`, never trained on). `source` says where it came from (file and 1-based line) for
+    error reports. Turn order and calls are checked by
+    `largeforge.domain.validation.check_record`, not here, so that a bad row becomes a reported
+    issue rather than an exception.
     """
 
     conversation: Conversation
     source: str = ""
+    tools: tuple[ToolSpec, ...] = ()
 
     @property
     def prompt(self) -> tuple[Message, ...]:

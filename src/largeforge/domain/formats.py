@@ -6,6 +6,7 @@ is a `RowError` naming the field, so readers can report it with the row's line n
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,17 @@ from largeforge.domain.datasets import (
     SftExample,
     TextExample,
 )
+from largeforge.domain.formats_base import RowError as RowError
+from largeforge.domain.formats_base import json_type as json_type
+from largeforge.domain.tool_messages import (
+    function_call_turn,
+    function_call_value,
+    observation_turns,
+    parse_chat,
+    parse_tools,
+    tool_calls_row,
+)
+from largeforge.domain.tools import ToolCall
 
 
 class DatasetFormat(StrEnum):
@@ -36,16 +48,6 @@ class DatasetFormat(StrEnum):
     PROMPT = "prompt"
     """Prompts without answers: Alpaca rows without `output`, `{"prompt": ...}` alone, or
     messages ending with a user turn; `reference`, `answer` or `output` is a reference answer."""
-
-
-class RowError(ValueError):
-    """A row cannot be used; `field` names the culprit."""
-
-    def __init__(self, reason: str, field: str | None = None, kind: str = "invalid_row") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-        self.kind = kind
 
 
 SHAREGPT_ROLES = {
@@ -103,30 +105,61 @@ def _ends_with_user(messages: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """Which format the sampled rows vote for, and by how many of them."""
+    """Which format the sampled rows vote for, by how many of them, and the tool-calling
+    convention seen in them (empty when no row uses tools)."""
 
     format: DatasetFormat | None
     votes: int
     sampled: int
+    tools: str = ""
 
     def describe(self) -> str:
         if self.format is None:
             return f"no known format in {self.sampled} sampled rows"
-        return f"{self.format.value} ({self.votes} of {self.sampled} sampled rows)"
+        tools = f"; tool calls: {self.tools}" if self.tools else ""
+        return f"{self.format.value} ({self.votes} of {self.sampled} sampled rows{tools})"
+
+
+OPENAI_TOOLS = "OpenAI tools / tool_calls / tool messages"
+SHAREGPT_TOOLS = "ShareGPT function_call / observation turns"
+
+
+def tool_convention(row: Mapping[str, Any]) -> str:
+    """The tool-calling convention a row uses, or ''."""
+    turns = row.get("conversations")
+    if isinstance(turns, list):
+        speakers = {t.get("from") for t in turns if isinstance(t, Mapping)}
+        if speakers & {"function_call", "observation"} or row.get("tools"):
+            return SHAREGPT_TOOLS
+        return ""
+    messages = row.get("messages")
+    if isinstance(messages, list) and any(
+        isinstance(m, Mapping) and (m.get("tool_calls") or m.get("role") == "tool")
+        for m in messages
+    ):
+        return OPENAI_TOOLS
+    return OPENAI_TOOLS if row.get("tools") else ""
 
 
 def detect_format(rows: Iterable[Any]) -> Detection:
     """Majority vote of `detect_row_format` over the rows that are objects."""
     counts: Counter[DatasetFormat] = Counter()
+    conventions: Counter[str] = Counter()
     sampled = 0
     for row in rows:
         sampled += 1
         if isinstance(row, Mapping) and (fmt := detect_row_format(row)) is not None:
             counts[fmt] += 1
+            if convention := tool_convention(row):
+                conventions[convention] += 1
     if not counts:
         return Detection(None, 0, sampled)
     fmt, votes = counts.most_common(1)[0]
-    return Detection(fmt, votes, sampled)
+    tools = ""
+    if conventions:
+        convention, rows_with = conventions.most_common(1)[0]
+        tools = f"{convention} in {rows_with} rows"
+    return Detection(fmt, votes, sampled, tools)
 
 
 def _text(row: Mapping[str, Any], name: str, *, required: bool = True) -> str:
@@ -141,55 +174,10 @@ def _text(row: Mapping[str, Any], name: str, *, required: bool = True) -> str:
     return value
 
 
-def json_type(value: Any) -> str:
-    """A value's type name for error messages (`null` for None)."""
-    return "null" if value is None else type(value).__name__
-
-
-def _role(value: Any, field: str) -> Role:
-    if isinstance(value, str):
-        try:
-            return Role(value)
-        except ValueError:
-            pass
-    allowed = ", ".join(r.value for r in Role)
-    raise RowError(f"unknown role {value!r} (allowed: {allowed})", field, kind="unknown_role")
-
-
 def parse_message_list(value: Any, field: str) -> tuple[Message, ...]:
-    """OpenAI-style `[{"role", "content"}, ...]` (content may be text parts)."""
-    if not isinstance(value, list) or not value:
-        raise RowError(f"'{field}' must be a non-empty list of messages", field, kind="wrong_type")
-    messages = []
-    for i, item in enumerate(value):
-        where = f"{field}[{i}]"
-        if not isinstance(item, Mapping):
-            raise RowError(
-                "each message must be an object with 'role' and 'content'", where, kind="wrong_type"
-            )
-        role = _role(item.get("role"), f"{where}.role")
-        content = item.get("content")
-        if isinstance(content, list):
-            content = _join_parts(content, f"{where}.content")
-        if not isinstance(content, str):
-            raise RowError(
-                f"content must be a string, got {json_type(content)}",
-                f"{where}.content",
-                kind="wrong_type",
-            )
-        messages.append(Message(role, content))
-    return tuple(messages)
-
-
-def _join_parts(parts: list[Any], field: str) -> str:
-    texts = []
-    for part in parts:
-        if not (isinstance(part, Mapping) and part.get("type") == "text"):
-            raise RowError("only text content parts are supported", field, kind="wrong_type")
-        if not isinstance(part.get("text"), str):
-            raise RowError("a text part needs a string 'text'", field, kind="wrong_type")
-        texts.append(part["text"])
-    return "".join(texts)
+    """OpenAI-style `[{"role", "content"}, ...]` (content may be text parts), with tool calls
+    and tool results (`largeforge.domain.tool_messages.parse_chat`)."""
+    return parse_chat(value, field)
 
 
 def _messages_or_text(value: Any, field: str, role: Role) -> tuple[Message, ...]:
@@ -218,6 +206,8 @@ def parse_alpaca(row: Mapping[str, Any]) -> SftExample:
 
 
 def parse_sharegpt(row: Mapping[str, Any]) -> SftExample:
+    """`conversations` of `{"from", "value"}` turns; LLaMA-Factory's `function_call` and
+    `observation` turns with a `tools` column are tool calls and their results."""
     if "conversations" not in row:
         raise RowError("missing field 'conversations'", "conversations", kind="missing_field")
     turns = row.get("conversations")
@@ -225,9 +215,10 @@ def parse_sharegpt(row: Mapping[str, Any]) -> SftExample:
         raise RowError(
             "'conversations' must be a non-empty list", "conversations", kind="wrong_type"
         )
-    messages = []
+    messages: list[Message] = []
     if isinstance(row.get("system"), str) and row["system"].strip():
         messages.append(Message(Role.SYSTEM, row["system"]))
+    pending: tuple[ToolCall, ...] = ()
     for i, turn in enumerate(turns):
         where = f"conversations[{i}]"
         if not isinstance(turn, Mapping):
@@ -235,14 +226,24 @@ def parse_sharegpt(row: Mapping[str, Any]) -> SftExample:
                 "each turn must be an object with 'from' and 'value'", where, kind="wrong_type"
             )
         speaker = turn.get("from")
+        value = turn.get("value")
+        if speaker == "function_call":
+            call = function_call_turn(value, f"{where}.value", i)
+            pending = call.tool_calls
+            messages.append(call)
+            continue
+        if speaker == "observation":
+            results = observation_turns(value, f"{where}.value", pending)
+            messages += results
+            pending = pending[len(results) :]
+            continue
         if speaker not in SHAREGPT_ROLES:
-            allowed = ", ".join(sorted(SHAREGPT_ROLES))
+            allowed = ", ".join(sorted([*SHAREGPT_ROLES, "function_call", "observation"]))
             raise RowError(
                 f"unknown speaker {speaker!r} (allowed: {allowed})",
                 f"{where}.from",
                 kind="unknown_role",
             )
-        value = turn.get("value")
         if not isinstance(value, str):
             raise RowError(
                 f"'value' must be a string, got {json_type(value)}",
@@ -250,13 +251,14 @@ def parse_sharegpt(row: Mapping[str, Any]) -> SftExample:
                 kind="wrong_type",
             )
         messages.append(Message(SHAREGPT_ROLES[speaker], value))
-    return SftExample(Conversation(tuple(messages)))
+    return SftExample(Conversation(tuple(messages)), tools=parse_tools(row.get("tools")))
 
 
 def parse_messages(row: Mapping[str, Any]) -> SftExample:
     if "messages" not in row:
         raise RowError("missing field 'messages'", "messages", kind="missing_field")
-    return SftExample(Conversation(parse_message_list(row.get("messages"), "messages")))
+    messages = parse_message_list(row.get("messages"), "messages")
+    return SftExample(Conversation(messages), tools=parse_tools(row.get("tools")))
 
 
 def parse_prompt_completion(row: Mapping[str, Any]) -> SftExample:
@@ -397,11 +399,19 @@ def to_row(record: Record, fmt: DatasetFormat) -> dict[str, Any]:
     if not isinstance(record, SftExample):
         raise RowError(f"only conversations convert to {fmt.value}", kind="unconvertible")
     messages = record.conversation.messages
+    tools: dict[str, Any] = {"tools": [t.as_dict() for t in record.tools]} if record.tools else {}
     if fmt is DatasetFormat.MESSAGES:
-        return {"messages": [m.as_dict() for m in messages]}
+        return {**tools, "messages": [_message_row(m) for m in messages]}
     if fmt is DatasetFormat.SHAREGPT:
-        names = {Role.USER: "human", Role.ASSISTANT: "gpt", Role.SYSTEM: "system"}
-        return {"conversations": [{"from": names[m.role], "value": m.content} for m in messages]}
+        if tools:  # LLaMA-Factory writes the column as JSON text
+            tools = {"tools": json.dumps(tools["tools"], ensure_ascii=False)}
+        return {"conversations": [_sharegpt_turn(m) for m in messages], **tools}
+    if record.tools or any(m.tool_calls or m.role is Role.TOOL for m in messages):
+        raise RowError(
+            f"tool calls do not convert to {fmt.value}: use messages or sharegpt",
+            "messages",
+            kind="unconvertible",
+        )
     if fmt is DatasetFormat.ALPACA:
         turns = [m for m in messages if m.role is not Role.SYSTEM]
         if len(turns) != 2:
@@ -415,6 +425,32 @@ def to_row(record: Record, fmt: DatasetFormat) -> dict[str, Any]:
     raise RowError(
         f"cannot convert to {fmt.value}: use messages, alpaca or sharegpt", kind="unconvertible"
     )
+
+
+def _message_row(message: Message) -> dict[str, Any]:
+    """A message in the OpenAI row shape: calls with their arguments as JSON text."""
+    row = message.as_dict()
+    if message.tool_calls:
+        row["content"] = message.content or None
+        row["tool_calls"] = tool_calls_row(message.tool_calls)
+    return row
+
+
+_SHAREGPT_NAMES = {Role.USER: "human", Role.ASSISTANT: "gpt", Role.SYSTEM: "system"}
+
+
+def _sharegpt_turn(message: Message) -> dict[str, str]:
+    if message.role is Role.TOOL:
+        return {"from": "observation", "value": message.content}
+    if message.tool_calls:
+        if message.content.strip():
+            raise RowError(
+                "a turn with both text and calls does not convert to sharegpt",
+                "messages",
+                kind="unconvertible",
+            )
+        return {"from": "function_call", "value": function_call_value(message.tool_calls)}
+    return {"from": _SHAREGPT_NAMES[message.role], "value": message.content}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from largeforge.domain.formats import (
     dialogue_turns,
 )
 from largeforge.domain.text import clean_text, normalized_key
+from largeforge.domain.tool_messages import check_tool_use, uses_tools
 
 
 class OnError(StrEnum):
@@ -55,6 +56,7 @@ class ValidationPolicy:
     dedupe: Dedupe = Dedupe.EXACT
     too_long: TooLong = TooLong.SKIP
     clean_text: bool = True
+    require_tool_results: bool = True  # a call must be answered before the next user turn
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_skip_fraction <= 1.0:
@@ -62,24 +64,62 @@ class ValidationPolicy:
 
 
 def check_turns(conversation: Conversation, field_name: str = "messages") -> None:
-    """An optional leading system message, then user/assistant turns ending with assistant."""
+    """An optional leading system message, then user/assistant turns ending with assistant;
+    with tools, an assistant turn with calls may be followed by their `tool` results and then
+    by the assistant again."""
     turns = dialogue_turns(conversation.messages, field_name)
     if not turns or turns[-1].role is not Role.ASSISTANT:
         raise RowError(
             "the conversation must end with an assistant turn", field_name, kind="bad_turn_order"
         )
-    check_alternation(turns, field_name)
+    if uses_tools(turns):
+        _check_tool_order(turns, field_name)
+    else:
+        check_alternation(turns, field_name)
     for i, message in enumerate(turns):
-        if message.role is Role.ASSISTANT and not message.content.strip():
+        if message.role is Role.ASSISTANT and not (message.content.strip() or message.tool_calls):
             raise RowError(
                 f"empty assistant turn (turn {i + 1})", field_name, kind="empty_assistant"
             )
 
 
-def check_record(record: Record) -> None:
+_FOLLOWS: dict[Role, frozenset[Role]] = {
+    Role.USER: frozenset({Role.ASSISTANT}),
+    Role.ASSISTANT: frozenset({Role.USER}),
+    Role.TOOL: frozenset({Role.TOOL, Role.ASSISTANT}),
+}
+"""Which roles may come after each one (an assistant turn with calls: see `_check_tool_order`)."""
+
+
+def _check_tool_order(turns: list[Message], field_name: str) -> None:
+    previous: Message | None = None
+    for i, message in enumerate(turns):
+        if previous is None:
+            allowed: frozenset[Role] = frozenset({Role.USER})
+        elif previous.tool_calls:
+            allowed = frozenset({Role.TOOL, Role.USER})
+        else:
+            allowed = _FOLLOWS[previous.role]
+        if message.role not in allowed:
+            after = "the start" if previous is None else previous.role.value
+            if previous is not None and previous.tool_calls:
+                after = "an assistant turn with calls"
+            raise RowError(
+                f"turn {i + 1} is {message.role.value} but follows {after} (expected "
+                f"{' or '.join(sorted(r.value for r in allowed))})",
+                field_name,
+                kind="bad_turn_order",
+            )
+        previous = message
+
+
+def check_record(record: Record, *, require_tool_results: bool = True) -> None:
     """Raise `RowError` when a parsed record cannot be trained on."""
     if isinstance(record, SftExample):
         check_turns(record.conversation)
+        messages = record.conversation.messages
+        if uses_tools(messages, record.tools):
+            check_tool_use(messages, record.tools, require_results=require_tool_results)
     elif isinstance(record, PreferencePair):
         check_turns(Conversation((*record.prompt, Message(Role.ASSISTANT, "x"))), "prompt")
         for name, side in (("chosen", record.chosen), ("rejected", record.rejected)):
@@ -98,7 +138,7 @@ def check_record(record: Record) -> None:
 
 
 def _clean_messages(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    return tuple(Message(m.role, clean_text(m.content)) for m in messages)
+    return tuple(replace(m, content=clean_text(m.content)) for m in messages)
 
 
 def clean_record(record: Record) -> Record:
@@ -123,7 +163,12 @@ def clean_record(record: Record) -> Record:
 def dedupe_key(record: Record, mode: Dedupe) -> str:
     """A string equal for records that `mode` treats as duplicates."""
     if isinstance(record, SftExample):
-        parts: list[object] = [[m.role.value, m.content] for m in record.conversation.messages]
+        parts: list[object] = [
+            [m.role.value, m.content, *[[c.name, c.arguments] for c in m.tool_calls]]
+            for m in record.conversation.messages
+        ]
+        if record.tools:
+            parts.append(sorted(t.name for t in record.tools))
     elif isinstance(record, PreferencePair):
         parts = [
             [[m.role.value, m.content] for m in side]

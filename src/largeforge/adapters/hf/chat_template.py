@@ -5,6 +5,11 @@ For each assistant turn `i`, the template renders `messages[:i]` with the genera
 end-of-turn token). The whole conversation is tokenized once with offsets, and the tokens that
 start inside a trained span carry labels. Text after the end-of-turn token inside the span (the
 newline ChatML puts after `<|im_end|>`) is not trained. No `{% generation %}` markers needed.
+
+Conversations with tools are rendered as the server renders them (`prompts.template_inputs`):
+with the template's own `tools=` when it renders them, else with the hermes fallback block. An
+assistant turn's calls are part of the turn, so they are trained; tool results and the tools
+declaration are prompt text, so they are not.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from largeforge.domain.datasets import EncodedExample, Role, SftExample, TextExample
+from largeforge.adapters.hf.prompts import renders_tools, template_inputs
+from largeforge.domain.datasets import EncodedExample, SftExample, TextExample
 from largeforge.domain.errors import DatasetError
+from largeforge.domain.formats import RowError
 
 
 class ChatTemplateError(DatasetError):
@@ -46,37 +53,59 @@ class HfChatTemplateEncoder:
             ids.add(int(tokenizer.eos_token_id))
         self._end_ids = frozenset(ids)
         self._generation_suffix = self._probe_generation_suffix()
+        self._native_tools: bool | None = None
 
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
 
-    def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-        text = self._tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt
-        )
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        generation_prompt: bool,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            text = self._tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        except TemplateError as exc:  # the template's own refusal, e.g. parallel calls
+            raise RowError(
+                f"the model's chat template refuses this conversation: {exc}",
+                "messages",
+                kind="template_refused",
+            ) from None
         return str(text)
+
+    @property
+    def native_tools(self) -> bool:
+        """Whether the template renders `tools=` itself (else: the hermes fallback block)."""
+        if self._native_tools is None:
+            self._native_tools = renders_tools(self._tokenizer)
+        return self._native_tools
 
     def spans(self, example: SftExample) -> tuple[str, list[tuple[int, int]]]:
         """The rendered conversation and the character spans of the trained assistant turns."""
-        messages = [m.as_dict() for m in example.conversation.messages]
-        full = self._render(messages, generation_prompt=False)
-        assistant_turns = [
-            i for i, m in enumerate(example.conversation.messages) if m.role is Role.ASSISTANT
-        ]
+        messages, tools = template_inputs(
+            example.conversation.messages, example.tools, self.native_tools
+        )
+        full = self._render(messages, False, tools)
+        assistant_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if self._train_on == "last":
             assistant_turns = assistant_turns[-1:]
         spans = []
         last = len(messages) - 1
         suffix = self._generation_suffix
         for i in assistant_turns:
-            if i == last and suffix and suffix not in messages[i]["content"]:
+            if i == last and suffix and suffix not in _turn_text(messages[i]):
                 # The final turn starts right after the last generation prompt in `full`; this
                 # saves a render per conversation (the other turns are rendered and checked).
                 spans.append((full.rindex(suffix) + len(suffix), len(full)))
                 continue
-            before = self._render(messages[:i], generation_prompt=True)
-            through = full if i == last else self._render(messages[: i + 1], False)
+            before = self._render(messages[:i], True, tools)
+            through = full if i == last else self._render(messages[: i + 1], False, tools)
             if not (through.startswith(before) and full.startswith(through)):
                 raise ChatTemplateError(
                     "the chat template renders earlier turns differently once later turns are "
@@ -143,6 +172,12 @@ class HfChatTemplateEncoder:
         if self._tokenizer.eos_token_id is not None:
             ids.append(int(self._tokenizer.eos_token_id))
         return EncodedExample(tuple(ids), (True,) * len(ids), example.source)
+
+
+def _turn_text(message: dict[str, Any]) -> str:
+    """A turn's text and its calls as templates write them (JSON-escaped)."""
+    calls = json.dumps(message.get("tool_calls") or [], ensure_ascii=False)
+    return f"{message['content']}{calls}"
 
 
 def _first(offset: tuple[int, int]) -> int:

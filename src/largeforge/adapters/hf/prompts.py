@@ -29,13 +29,7 @@ class TokenizerCodec:
     def native_tools(self) -> bool:
         """Whether the chat template renders tools itself (probed once)."""
         if self._native_tools is None:
-            probe = [{"role": "user", "content": "probe"}]
-            try:
-                bare = self._apply(probe, None, tokenize=False)
-                with_tools = self._apply(probe, [_PROBE_TOOL.as_dict()], tokenize=False)
-                self._native_tools = bare != with_tools and _PROBE_TOOL.name in str(with_tools)
-            except Exception:  # a template that fails on tools does not support them
-                self._native_tools = False
+            self._native_tools = renders_tools(self._tokenizer)
         return self._native_tools
 
     @property
@@ -53,16 +47,8 @@ class TokenizerCodec:
     def chat_text(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> str:
         """The prompt as text: the conversation in the chat template plus the generation
         prompt."""
-        native = self.native_tools
-        plain = all(
-            m.role is not Role.TOOL and not m.tool_calls and m.tool_call_id is None
-            for m in messages
-        )
-        if tools or not plain:
-            if not native:
-                return str(self._apply(_dicts(with_fallback_tools(messages, tools)), None))
-            return str(self._apply(_dicts(messages), [t.as_dict() for t in tools] or None))
-        return str(self._apply(_dicts(messages), None))
+        dicts, tools_arg = template_inputs(messages, tools, self.native_tools)
+        return str(self._apply(dicts, tools_arg))
 
     def _apply(self, messages: list[dict[str, Any]], tools: Any, tokenize: bool = False) -> Any:
         from jinja2 import TemplateError
@@ -88,6 +74,35 @@ class TokenizerCodec:
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         return [str(t) for t in self._tokenizer.convert_ids_to_tokens(list(ids))]
+
+
+def renders_tools(tokenizer: Any) -> bool:
+    """Whether `tokenizer`'s chat template renders `tools=` itself (SmolLM2's does not)."""
+    probe = [{"role": "user", "content": "probe"}]
+    try:
+        bare = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        with_tools = tokenizer.apply_chat_template(
+            probe, tools=[_PROBE_TOOL.as_dict()], tokenize=False, add_generation_prompt=True
+        )
+    except Exception:  # a template that fails on tools does not support them
+        return False
+    return bool(bare != with_tools and _PROBE_TOOL.name in str(with_tools))
+
+
+def template_inputs(
+    messages: Sequence[Message], tools: Sequence[ToolSpec], native: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The messages and `tools=` to give the chat template: as they are for a template that
+    renders tools (`native`), else rewritten with the hermes fallback block. Serving and
+    training both render through this, so a model is served the text it was trained on."""
+    plain = all(
+        m.role is not Role.TOOL and not m.tool_calls and m.tool_call_id is None for m in messages
+    )
+    if not tools and plain:
+        return _dicts(messages), None
+    if not native:
+        return _dicts(with_fallback_tools(messages, tools)), None
+    return _dicts(messages), [t.as_dict() for t in tools] or None
 
 
 def _dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
