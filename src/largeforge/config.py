@@ -141,7 +141,8 @@ class EvalSettings(_Strict):
     tasks: list[str] = Field(
         default_factory=lambda: ["heldout"],
         min_length=1,
-        description="heldout[:FILE], lm:NAME|FILE.yaml, generate:FILE, tools[:FILE]",
+        description="heldout[:FILE], lm:NAME|FILE.yaml, generate:FILE, tools[:FILE], "
+        "tools-free[:FILE] (without the grammar)",
     )
     compare: list[str] = Field(
         default_factory=list,

@@ -220,7 +220,8 @@ def _eval_task_factories(
     def tools(spec: TaskSpec, context: TaskContext) -> EvaluationTask:
         path = spec.argument or _bundled(BUNDLED_TOOLS_PACKAGE, BUNDLED_TOOLS_FILE)
         cases = read_tool_file(rows, path)
-        return ToolCallEvalTask(spec.label, cases, engines, _tool_call_format)
+        grammar = spec.kind is TaskKind.TOOLS
+        return ToolCallEvalTask(spec.label, cases, engines, _tool_call_format, grammar=grammar)
 
     def harness(spec: TaskSpec, context: TaskContext) -> EvaluationTask:
         from largeforge.adapters.lm_eval import LmEvalTask
@@ -230,7 +231,12 @@ def _eval_task_factories(
         task.validate()  # an unknown task or a dataset only the hub has fails here
         return task
 
-    return {TaskKind.GENERATE: generate, TaskKind.TOOLS: tools, TaskKind.LM_EVAL: harness}
+    return {
+        TaskKind.GENERATE: generate,
+        TaskKind.TOOLS: tools,
+        TaskKind.TOOLS_FREE: tools,
+        TaskKind.LM_EVAL: harness,
+    }
 
 
 def _bundled(package: str, name: str) -> str:

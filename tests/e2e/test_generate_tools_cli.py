@@ -80,10 +80,5 @@ def test_calls_from_random_weights_are_valid_and_the_file_validates(
             calls.append(function["name"])
     assert len(calls) == 3  # the default no-call share: one of four answered in text
     checked = run_cli("data", "validate", str(out), "--json", "--on-error", "fail")
-    if checked.returncode != 0 and "content must be a string, got null" in checked.stdout:
-        pytest.xfail(
-            "data validate predates tool rows (an assistant turn with tool_calls and content "
-            "null); the messages format's tool support has not landed yet"
-        )
     assert checked.returncode == 0, checked.stdout[-3000:]
     assert json.loads(checked.stdout)["kept"] == 4

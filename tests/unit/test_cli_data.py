@@ -100,3 +100,98 @@ def test_preview_marks_exactly_the_trained_text(
     assert "<|im_start|>assistant\n[[" in out
     assert "<|im_end|>]]" in out
     assert "[[<|im_start|>" not in out
+
+
+SHAREGPT_TOOLS = Path(__file__).parents[1] / "fixtures" / "tools_sharegpt.jsonl"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def tool_row(arguments: str, name: str = "get_weather", answer_id: str = "c1") -> str:
+    call = {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    return json.dumps(
+        {
+            "tools": [WEATHER],
+            "messages": [
+                {"role": "user", "content": f"weather? {arguments} {name} {answer_id}"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": answer_id, "content": "sunny"},
+                {"role": "assistant", "content": "Sunny."},
+            ],
+        }
+    )
+
+
+def test_validate_names_each_planted_bad_tool_row_and_passes_clean_files_of_both_conventions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [tool_row(json.dumps({"city": f"c{i}"})) for i in range(6)]
+    bad = [
+        tool_row('{"city": "Paris"'),  # line 7: not JSON
+        tool_row('{"city": "Rome"}', name="get_time"),  # line 8: undeclared
+        tool_row('{"city": 3}'),  # line 9: violates the schema
+        tool_row('{"city": "Oslo"}', answer_id="c9"),  # line 10: answers no call
+    ]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("\n".join(good + bad) + "\n")
+    assert main(["data", "validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "OpenAI tools / tool_calls / tool messages" in out
+    for line, reason in [
+        (7, "arguments are not valid JSON"),
+        (8, "call to 'get_time', which the row does not declare"),
+        (9, "$.city: expected string, got integer"),
+        (10, "a tool message answers no call 'c9'"),
+    ]:
+        assert any(
+            row.strip().startswith(f"tools.jsonl:{line} field") and reason in row
+            for row in out.splitlines()
+        ), (line, reason, out)
+    for kind in ("invalid_arguments", "undeclared_function", "schema_violation", "orphan_tool"):
+        assert kind in out
+
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("\n".join(good) + "\n")
+    assert main(["data", "validate", str(clean)]) == 0
+    assert main(["data", "validate", str(SHAREGPT_TOOLS)]) == 0
+    assert main(["data", "validate", "sample-tools"]) == 0
+    assert "function_call / observation" in capsys.readouterr().out
+
+
+def test_tool_conversations_convert_between_the_conventions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages = tmp_path / "as_messages.jsonl"
+    assert (
+        main(["data", "convert", str(SHAREGPT_TOOLS), "-o", str(messages), "--to", "messages"]) == 0
+    )
+    rows = [json.loads(line) for line in messages.read_text().splitlines()]
+    assert len(rows) == 12
+    assert any(m.get("tool_calls") for row in rows for m in row["messages"])
+    assert all(isinstance(row["tools"], list) for row in rows)
+    back = tmp_path / "back.jsonl"
+    assert main(["data", "convert", str(messages), "-o", str(back), "--to", "sharegpt"]) == 0
+    assert main(["data", "validate", str(back)]) == 0
+
+
+def test_preview_highlights_the_trained_calls_and_leaves_results_untrained(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = SHAREGPT_TOOLS
+    assert main(["data", "preview", str(path), "--model", str(tiny_model_dir), "-n", "12",
+                 "--markers"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert '[[call: <tool_call>\n{"name": ' in out
+    assert "tools: " in out
+    trained = [piece.split("]]")[0] for piece in out.split("[[")[1:]]
+    assert not any("<tool_response>" in piece or "<tools>" in piece for piece in trained)
+    assert "<tool_response>" in out

@@ -309,12 +309,14 @@ class TaskKind(StrEnum):
     LM_EVAL = "lm"  # an lm-evaluation-harness task (a name or a task YAML)
     GENERATE = "generate"  # prompts with references (exact, contains, regex, json_schema)
     TOOLS = "tools"  # tool-call rows: right function, equal arguments, no call when none
+    TOOLS_FREE = "tools-free"  # the same without the grammar: calls parsed from free text
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One `--tasks` entry: `heldout[:FILE]`, `lm:NAME|lm:FILE.yaml` (a bare `NAME` or
-    `FILE.yaml` means the same), `generate:FILE`, `tools[:FILE]` (bare: the bundled set)."""
+    `FILE.yaml` means the same), `generate:FILE`, `tools[:FILE]` (bare: the bundled set),
+    `tools-free[:FILE]` (the tool task without the grammar)."""
 
     kind: TaskKind
     argument: str | None = None
@@ -337,6 +339,6 @@ def parse_task(text: str) -> TaskSpec:
         if argument is None and kind in (TaskKind.LM_EVAL, TaskKind.GENERATE):
             raise ConfigError(f"--tasks {text!r}: {kind.value}: needs a task name or a file")
         return TaskSpec(kind, argument)
-    if text in (TaskKind.HELDOUT.value, TaskKind.TOOLS.value):
+    if text in (TaskKind.HELDOUT.value, TaskKind.TOOLS.value, TaskKind.TOOLS_FREE.value):
         return TaskSpec(kinds[text])
     return TaskSpec(TaskKind.LM_EVAL, text)  # a harness task name or a task YAML

@@ -18,14 +18,16 @@ SAMPLE_DATASET = "sample"
 BUNDLED = {
     SAMPLE_DATASET: "sample_chat.jsonl",
     "sample-preferences": "sample_preferences.jsonl",
+    "sample-tools": "sample_tools.jsonl",
 }
-"""Bundled datasets by name: the chat sample, and preference pairs derived from it."""
+"""Bundled datasets by name: the chat sample, preference pairs derived from it, and tool-use
+conversations over eight tools (`scripts/make_tool_sample.py`; held out: `tools` eval set)."""
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
 
 
 def sample_dataset_path(name: str = SAMPLE_DATASET) -> Path:
-    """Path of a bundled dataset (`sample`, `sample-preferences`) inside the installed package."""
+    """Path of a bundled dataset (`sample`, `sample-preferences`, `sample-tools`) inside the installed package."""
     return Path(str(resources.files("largeforge.resources.data") / BUNDLED[name]))
 
 

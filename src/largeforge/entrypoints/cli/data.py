@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,7 +161,9 @@ def preview(
 ) -> int:
     """Render examples with the model's chat template and show which tokens are trained.
 
-    Trained tokens are green on a terminal, and wrapped in [[ ]] otherwise (or with --markers).
+    Trained tokens are green on a terminal, and wrapped in [[ ]] otherwise (or with --markers);
+    trained tool calls are magenta, or wrapped in [[call: ]]. Tool results and the tools block
+    are context, never trained.
 
     Parameters
     ----------
@@ -192,8 +195,12 @@ def preview(
         if shown >= n or not isinstance(record, SftExample):
             continue
         encoded = encoder.encode(record)
+        calls = sum(len(m.tool_calls) for m in record.conversation.messages)
+        tools = f", tools: {', '.join(t.name for t in record.tools)}" if record.tools else ""
+        called = f", {calls} call{'s' * (calls != 1)}" if calls else ""
         console.rule(
-            f"{record.source}  ({encoded.length} tokens, {encoded.trainable_tokens} trained)"
+            f"{record.source}  ({encoded.length} tokens, {encoded.trainable_tokens} trained"
+            f"{called}{tools})"
         )
         console.print(_render(encoder.tokenizer, encoded, use_markers, Text))
         shown += 1
@@ -213,11 +220,37 @@ def _render(tokenizer: Any, encoded: EncodedExample, markers: bool, text_cls: An
             runs.append((keep, [token]))
     for keep, ids in runs:
         piece = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
-        if keep:
-            text.append(f"[[{piece}]]" if markers else piece, style="bold green")
-        else:
+        if not keep:
             text.append(piece, style="dim")
+            continue
+        for segment, is_call in split_calls(piece):
+            if markers:
+                text.append(f"[[call: {segment}]]" if is_call else f"[[{segment}]]")
+            else:
+                text.append(segment, style="bold magenta" if is_call else "bold green")
     return text
+
+
+CALL_TEXT = re.compile(
+    r"<tool_call>[\s\S]*?</tool_call>"  # hermes, Qwen
+    r"|\[TOOL_CALLS\][\s\S]*?\]"  # Mistral
+    r'|\{"name": ?"[^"]+", ?"(?:arguments|parameters)": ?\{[\s\S]*?\}\}'  # Llama 3.x JSON
+)
+"""How the common tool-call formats write a call (for highlighting only)."""
+
+
+def split_calls(text: str) -> list[tuple[str, bool]]:
+    """`text` cut into (segment, is a call) pieces, in order; empty segments left out."""
+    pieces: list[tuple[str, bool]] = []
+    start = 0
+    for match in CALL_TEXT.finditer(text):
+        if match.start() > start:
+            pieces.append((text[start : match.start()], False))
+        pieces.append((match.group(), True))
+        start = match.end()
+    if start < len(text):
+        pieces.append((text[start:], False))
+    return pieces
 
 
 @contextmanager
