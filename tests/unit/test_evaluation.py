@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from largeforge.adapters.data.sources import FileRowSource
 from largeforge.application.eval_plan import PlanEvaluation, QuantizedModel
 from largeforge.application.evaluation import EvaluateModels, HeldoutTask
 from largeforge.application.ports import SequenceScore
@@ -286,7 +287,7 @@ def test_bootstrap_intervals_are_ordered_and_collapse_when_every_example_agrees(
 def test_task_labels_parse_back_to_their_spec(kind: TaskKind, argument: str) -> None:
     spec = TaskSpec(kind, argument)
     assert parse_task(spec.label) == spec
-    if kind in (TaskKind.HELDOUT, TaskKind.TOOLS):
+    if kind in (TaskKind.HELDOUT, TaskKind.TOOLS, TaskKind.TOOLS_FREE):
         assert parse_task(kind.value) == TaskSpec(kind)
 
 
@@ -300,3 +301,14 @@ def test_a_bare_name_is_a_harness_task() -> None:
     assert parse_task("arc_easy") == TaskSpec(TaskKind.LM_EVAL, "arc_easy")
     assert parse_task("tasks/mine.yaml") == TaskSpec(TaskKind.LM_EVAL, "tasks/mine.yaml")
     assert replace(parse_task("tools"), argument="f.jsonl").label == "tools:f.jsonl"
+
+
+def test_the_free_tool_task_is_the_tool_task_without_the_grammar() -> None:
+    from largeforge.container import _eval_task_factories
+
+    factories = _eval_task_factories("cpu", FileRowSource(), engines=None)  # type: ignore[arg-type]
+    context: Any = None
+    free = factories[TaskKind.TOOLS_FREE](parse_task("tools-free"), context)
+    constrained = factories[TaskKind.TOOLS](parse_task("tools"), context)
+    assert (free.name, constrained.name) == ("tools-free", "tools")
+    assert (free._grammar, constrained._grammar) == (False, True)  # type: ignore[attr-defined]
