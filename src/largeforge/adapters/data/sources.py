@@ -27,7 +27,8 @@ SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
 
 
 def sample_dataset_path(name: str = SAMPLE_DATASET) -> Path:
-    """Path of a bundled dataset (`sample`, `sample-preferences`, `sample-tools`) inside the installed package."""
+    """Path of a bundled dataset (`sample`, `sample-preferences`, `sample-tools`) inside the
+    installed package."""
     return Path(str(resources.files("largeforge.resources.data") / BUNDLED[name]))
 
 
