@@ -270,3 +270,10 @@ def test_any_json_row_is_a_record_or_a_row_error_never_a_crash(messages: Any, to
         except RowError as error:
             errors.append(error)
     assert all(error.reason and error.kind for error in errors)
+
+
+def test_a_bad_tools_declaration_row_is_a_bad_row() -> None:
+    prepared = prepare([{"tools": [{"type": "function", "function": {"name": "a b"}}]}, GOOD])
+    ((line, kind),) = [(i.line, i.kind) for i in prepared.report.issues]
+    assert (line, kind) == (1, "invalid_tools")
+    assert prepared.report.rows == 2  # counted as a row, unlike a good declaration

@@ -157,12 +157,12 @@ class _Accumulator:
 
     def file_tools(self, line: int, value: object) -> None:
         """A row holding only `tools` declares them for the rows after it that have none."""
-        self.headers += 1
         try:
             self.tools = parse_tools(value)
-        except RowError as error:
-            self.headers -= 1  # a bad declaration is a bad row
+        except RowError as error:  # a bad declaration is a bad row
             self.issue(line, error)
+            return
+        self.headers += 1
 
     def issue(self, line: int, error: RowError, action: IssueAction = IssueAction.SKIPPED) -> None:
         self.issues.append(

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from largeforge.domain.datasets import Message, Role
-from largeforge.domain.formats_base import RowError, json_type, role_of
+from largeforge.domain.formats_base import RowError, join_parts, json_type, role_of
 from largeforge.domain.schema_check import check_instance, unsupported_keywords
 from largeforge.domain.tools import EMPTY_PARAMETERS, ToolCall, ToolSpec
 
@@ -175,8 +175,6 @@ def parse_chat(value: Any, field: str = "messages") -> tuple[Message, ...]:
     """An OpenAI chat list; assistant turns may carry `tool_calls`, `tool` turns answer them.
 
     Content may be a string or text parts; it may be null on an assistant turn with calls."""
-    from largeforge.domain.formats_base import join_parts
-
     if not isinstance(value, list) or not value:
         raise RowError(f"'{field}' must be a non-empty list of messages", field, kind="wrong_type")
     messages = []
