@@ -254,7 +254,7 @@ def _tokenizer_facts() -> TokenizerFactsReader:
 def _reference_generator() -> ReferenceGenerator:
     from largeforge.adapters.hf.reference_generation import TransformersReferenceGenerator
 
-    return TransformersReferenceGenerator()
+    return TransformersReferenceGenerator(dtype="float32")  # as the served probe (fp32)
 
 
 def _held_out_text() -> list[str]:

@@ -2,7 +2,8 @@
 
 Prompts are rendered exactly as the server renders them (the chat template with the generation
 prompt, then tokenized without adding special tokens); the model loads on the device and in the
-dtype `largeforge serve` picks by default, and stops where its generation_config says.
+dtype the served side of the check uses (fp32 for fidelity), and stops where its
+generation_config says.
 """
 
 from __future__ import annotations

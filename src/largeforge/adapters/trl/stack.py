@@ -63,7 +63,10 @@ def start(requested_device: str) -> DeviceInfo:
     """What every trainer does first: check the stack, quiet the libraries, pick the device."""
     require_training_stack()
     quiet_libraries()
-    return detect_device(requested_device)
+    device = detect_device(requested_device)
+    if device.is_cpu and device.dtype_name != "float32":  # CPU training stays fp32 for now
+        device = DeviceInfo(device.kind, device.name, "float32", "CPU training runs in fp32")
+    return device
 
 
 def setup(requested_device: str, model_dir: str, plan: TrainingPlan) -> tuple[DeviceInfo, Any, Any]:

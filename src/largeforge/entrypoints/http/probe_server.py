@@ -23,6 +23,8 @@ from largeforge.domain.errors import ConfigError
 from largeforge.domain.fidelity import ProbeAnswer
 
 MODEL_ID = "fidelity-probe"
+FIDELITY_DTYPE = "float32"
+"""Both sides of a fidelity check compute in fp32: it checks the model, not a dtype's rounding."""
 ADAPTER_ID = "fidelity-adapter"
 
 
@@ -43,6 +45,7 @@ class HttpServedProbe:
         serve = ServeSettings(
             model=model_dir,
             served_model_name=MODEL_ID,
+            dtype=FIDELITY_DTYPE,
             lora={ADAPTER_ID: adapter} if adapter else {},
         )
         model = ADAPTER_ID if adapter else MODEL_ID
