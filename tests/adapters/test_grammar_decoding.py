@@ -54,7 +54,12 @@ SEEDS = range(6)
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[TransformersInferenceEngine]:
     engine = TransformersInferenceEngine(
-        str(tiny_model_dir), "tiny", device="cpu", max_model_len=512, max_num_seqs=8
+        str(tiny_model_dir),
+        "tiny",
+        device="cpu",
+        dtype="float32",
+        max_model_len=512,
+        max_num_seqs=8,
     )
     yield engine
     engine.close()
@@ -194,7 +199,12 @@ def test_constrained_and_unconstrained_rows_of_one_batch_each_get_what_they_aske
     the constrained row (and was applied on the argmax fast path)."""
     passes: list[BatchStep] = []
     mixed = TransformersInferenceEngine(
-        str(tiny_model_dir), "tiny", device="cpu", max_num_seqs=4, on_step=passes.append
+        str(tiny_model_dir),
+        "tiny",
+        device="cpu",
+        dtype="float32",
+        max_num_seqs=4,
+        on_step=passes.append,
     )
     ids = prompt(mixed, "Tell me something.")
     free = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)

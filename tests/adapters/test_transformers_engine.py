@@ -32,8 +32,15 @@ MESSAGES = (Message(Role.USER, "Tell me a story about a robot."),)
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[TransformersInferenceEngine]:
+    # fp32: these tests compare with fp32 transformers references exactly (bf16 is compared
+    # with fp32 in test_bf16_serving.py).
     engine = TransformersInferenceEngine(
-        str(tiny_model_dir), "tiny", device="cpu", max_model_len=256, max_num_seqs=8
+        str(tiny_model_dir),
+        "tiny",
+        device="cpu",
+        dtype="float32",
+        max_model_len=256,
+        max_num_seqs=8,
     )
     yield engine
     engine.close()
@@ -129,7 +136,7 @@ def test_staggered_requests_share_decode_steps_and_match_unbatched_greedy(
     steps until it has arrived); from then on they all run in the same forward passes."""
     gate = StepGate()
     staggered = TransformersInferenceEngine(
-        str(tiny_model_dir), "tiny", device="cpu", max_num_seqs=8, on_step=gate
+        str(tiny_model_dir), "tiny", device="cpu", dtype="float32", max_num_seqs=8, on_step=gate
     )
     prompts = [prompt(staggered, "hi " * (3 * i + 1) + "there") for i in range(6)]
     params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
@@ -338,7 +345,11 @@ def test_base_and_adapter_rows_share_forward_passes_and_keep_their_own_weights(
     adapter_dir = build_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
     gate = StepGate()
     both = TransformersInferenceEngine(
-        str(tiny_model_dir), "tiny", adapters={"style": str(adapter_dir)}, on_step=gate
+        str(tiny_model_dir),
+        "tiny",
+        dtype="float32",
+        adapters={"style": str(adapter_dir)},
+        on_step=gate,
     )
     ids = prompt(both, "Which model am I?")
     params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)

@@ -11,6 +11,7 @@ import structlog
 
 from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
 from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
+from largeforge.adapters.hf.fast_linear import can_prepack, prepack_linears
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
 from largeforge.adapters.system.device import detect_device, resolve_dtype
@@ -59,6 +60,9 @@ class TransformersInferenceEngine(TokenizerCodec):
             model = _with_adapters(model, adapters)
         model = model.to(info.kind)
         model.eval()
+        prepacked = 0
+        if can_prepack(model.dtype, info.kind):
+            prepacked = prepack_linears(model, batch_hint=max_num_seqs)
         config_len = getattr(model.config, "max_position_embeddings", None) or 2048
         self._context_window = min(max_model_len or config_len, config_len)
         self._eos_ids = _eos_token_ids(model, self._tokenizer)
@@ -83,6 +87,8 @@ class TransformersInferenceEngine(TokenizerCodec):
             path=model_dir,
             device=info.kind,
             dtype=dtype_name,
+            dtype_reason=info.dtype_reason if dtype == "auto" else f"--dtype {dtype}",
+            prepacked_linears=prepacked,
             context_window=self._context_window,
             adapters=list(self._adapters),
             max_num_seqs=max_num_seqs,

@@ -18,6 +18,7 @@ import structlog
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts
 from largeforge.adapters.vllm.lora import max_lora_rank
+from largeforge.adapters.system.device import cpu_dtype, cpu_flags
 from largeforge.adapters.vllm.outputs import prompt_entries, step_entries
 from largeforge.adapters.vllm.structured import (
     ConstraintCompiler,
@@ -78,8 +79,9 @@ class VllmInferenceEngine(TokenizerCodec):
         self._texts = TokenTexts(self._tokenizer)
         self._vocab_size = int(AutoConfig.from_pretrained(model_dir).vocab_size)
         self._constraints = ConstraintCompiler(self._tokenizer, self._vocab_size)
+        reason = f"--dtype {dtype}"
         if dtype == "auto" and not torch.cuda.is_available():
-            dtype = "float32"
+            dtype, reason = cpu_dtype(cpu_flags())  # the transformers engine's rule
         adapters = dict(adapters or {})
         self._adapters = tuple(adapters)
         self._lora_requests = _lora_requests(adapters)
@@ -103,6 +105,7 @@ class VllmInferenceEngine(TokenizerCodec):
             model=model_id,
             path=model_dir,
             dtype=dtype,
+            dtype_reason=reason,
             context_window=self._context_window,
             adapters=list(self._adapters),
         )
