@@ -3,9 +3,11 @@
 All measured in this run, on this machine:
 
 1. Decision latency (p50/p99) of the keyword, embedding (neural) and hybrid classifiers over the
-   labelled queries of tests/data/router_labelled.jsonl with the packaged all-MiniLM-L6-v2,
-   against the baseline of one bare MiniLM embedding of the same queries (goal: hybrid p50 at
-   most 6 ms on 2 cores, where one embedding took 4.8 ms when the goal was set).
+   labelled queries of tests/data/router_labelled.jsonl with the packaged all-MiniLM-L6-v2
+   (dtype auto: bf16 prepacked on a CPU with bf16 instructions), against the baseline of one
+   bare MiniLM embedding of the same queries (goal: hybrid p50 at most 6 ms on 2 cores, where
+   one fp32 embedding took 4.8 ms when the goal was set; benchmarks/embeddings.py compares the
+   fp32 and bf16 paths).
 2. Router overhead: a fake expert (a Litestar app answering a fixed chat completion at once) is
    called directly and through `largeforge route serve` (keyword classifier, one replica),
    sequentially for p50 latency and with 8 concurrent clients for requests/s. Overhead = p50
