@@ -50,7 +50,9 @@ def serve(
     device
         auto, cpu, cuda or mps.
     dtype
-        auto (fp32 on CPU, bf16/fp16 on GPUs), float32, bfloat16 or float16.
+        auto (bf16 on a CPU with amx_bf16 or avx512_bf16 and on GPUs that have it, fp16 on
+        older GPUs, else fp32; the start-up log says which and why), float32, bfloat16 or
+        float16.
     max_model_len
         Context window to enforce (default: the model's).
     lora
