@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from largeforge.adapters.hf.fast_linear import PrepackedLinear, can_prepack, prepack_linears
+from largeforge.adapters.hf.fused_projections import fuse_projections
 from largeforge.adapters.hf.inference import TransformersInferenceEngine
 from largeforge.domain import Message, Role
 
@@ -71,7 +72,7 @@ def test_the_bf16_engine_prepacks_and_scores_as_fp32_does(tiny_model_dir: Path) 
     bf16 = TransformersInferenceEngine(str(tiny_model_dir), "t", device="cpu", dtype="bfloat16")
     try:
         linears = [m for m in bf16._model.modules() if isinstance(m, PrepackedLinear)]
-        assert len(linears) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer; the head
+        assert len(linears) == 2 * 4 + 1  # qkv, o, gate_up, down per layer; the head
         assert not any(isinstance(m, PrepackedLinear) for m in fp32._model.modules())
         text = "Tell me about the sea, the wind and the stars."
         exact, rounded = _prompt_scores(fp32, text), _prompt_scores(bf16, text)
@@ -81,3 +82,30 @@ def test_the_bf16_engine_prepacks_and_scores_as_fp32_does(tiny_model_dir: Path) 
     finally:
         fp32.close()
         bf16.close()
+
+
+def test_fused_projections_compute_what_the_layers_computed(tiny_model_dir: Path) -> None:
+    """Prefill then two cached decode steps: the fused model's logits are the original's."""
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    def logits(model: torch.nn.Module) -> list[torch.Tensor]:
+        torch.manual_seed(1)
+        ids = torch.randint(0, 1000, (2, 7))
+        cache = DynamicCache()
+        with torch.inference_mode():
+            out = [model(input_ids=ids, past_key_values=cache, use_cache=True).logits]
+            for step in range(2):
+                position = torch.full((2, 1), 7 + step)
+                token = out[-1][:, -1:].argmax(-1)
+                kwargs = {"past_key_values": cache, "position_ids": position, "use_cache": True}
+                out.append(model(input_ids=token, **kwargs).logits)
+        return out
+
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    assert fuse_projections(fused) == 2 * 2  # each layer's attention and MLP
+    attention = fused.model.layers[0].self_attn
+    assert not hasattr(attention, "q_proj")
+    assert attention.qkv_proj.out_features == sum(attention.qkv_sizes)
+    for want, got in zip(logits(original), logits(fused), strict=True):
+        assert torch.allclose(want, got, atol=1e-5)

@@ -12,6 +12,7 @@ import structlog
 from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
 from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
 from largeforge.adapters.hf.fast_linear import can_prepack, prepack_linears
+from largeforge.adapters.hf.fused_projections import fuse_projections
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
 from largeforge.adapters.system.device import detect_device, resolve_dtype
@@ -60,8 +61,9 @@ class TransformersInferenceEngine(TokenizerCodec):
             model = _with_adapters(model, adapters)
         model = model.to(info.kind)
         model.eval()
-        prepacked = 0
+        prepacked = fused = 0
         if can_prepack(model.dtype, info.kind):
+            fused = 0 if adapters else fuse_projections(model)
             prepacked = prepack_linears(model, batch_hint=max_num_seqs)
         config_len = getattr(model.config, "max_position_embeddings", None) or 2048
         self._context_window = min(max_model_len or config_len, config_len)
@@ -89,6 +91,7 @@ class TransformersInferenceEngine(TokenizerCodec):
             dtype=dtype_name,
             dtype_reason=info.dtype_reason if dtype == "auto" else f"--dtype {dtype}",
             prepacked_linears=prepacked,
+            fused_projections=fused,
             context_window=self._context_window,
             adapters=list(self._adapters),
             max_num_seqs=max_num_seqs,
