@@ -125,6 +125,11 @@ class TrainingSettings(_Strict):
         description="pack short samples into max_length rows (SFT; padding-free); "
         "auto: when the median sample is at most a quarter of max_length, on a GPU",
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="training dtype; auto: bf16 on a bf16 GPU or a CPU with amx_bf16 or "
+        "avx512_bf16 (LoRA: bf16 frozen base, fp32 adapter), fp16 on older GPUs, else fp32",
+    )
     tensorboard: bool = Field(False, description="also write TensorBoard events to RUN/tensorboard")
     save_steps: int = Field(10, ge=0, description="checkpoint every N steps; 0 disables")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
@@ -223,6 +228,7 @@ class RunConfig(_Strict):
             val_size=t.val_size,
             logging_steps=t.logging_steps,
             packing=t.packing,
+            precision=t.precision,
             tensorboard=t.tensorboard,
             save_steps=t.save_steps,
             keep_checkpoints=t.keep_checkpoints,

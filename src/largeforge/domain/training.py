@@ -55,6 +55,10 @@ class AdapterKind(StrEnum):
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
+PRECISIONS = ("auto", "fp32", "bf16")
+"""`training.precision`: auto (bf16 where the device computes it fast, else its own dtype),
+fp32 everywhere, or bf16 (refused by the trainer on a device without bf16)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DpoOptions:
@@ -105,6 +109,8 @@ class TrainingPlan:
     train_on: str = "all"
     # Pack short samples into max_length rows (no cross-attention); "auto": see `decide_packing`.
     packing: bool | Literal["auto"] = "auto"
+    # Training dtype: "auto" (bf16 where the device computes bf16 fast), "fp32" or "bf16".
+    precision: str = "auto"
     tensorboard: bool = False  # also write TensorBoard event files in the run directory
     save_steps: int = 10  # checkpoint every N optimizer steps (0: never)
     eval_steps: int = 0  # evaluate every N steps (0: only before and after training)
@@ -150,6 +156,10 @@ class TrainingPlan:
             raise ValueError(f"max_length must be at least 16, got {self.max_length}")
         if self.packing not in (True, False, "auto"):
             raise ValueError(f"packing must be true, false or 'auto', got {self.packing!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.packing is True and not self.method.can_pack:
             raise ValueError(
                 f"packing applies to SFT only: set packing to false or 'auto' for {self.method}"

@@ -29,7 +29,7 @@ def can_prepack(dtype: torch.dtype, device: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-class PrepackedLinear(torch.nn.Module):
+class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
     """`torch.nn.Linear` (bf16, CPU) whose weight was reordered once for oneDNN."""
 
     def __init__(self, linear: torch.nn.Linear, batch_hint: int) -> None:

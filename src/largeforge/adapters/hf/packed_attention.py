@@ -46,18 +46,19 @@ def packed_sdpa_attention(
         cuts.append(length)
     gqa = query.shape[1] != key.shape[1]
     dropout_p = dropout if module.training else 0.0
+    # One split per tensor, not a slice per sample: a slice's backward zero-fills a gradient as
+    # large as the whole row and adds into it (quadratic in the samples per row), while a
+    # split's backward is one concatenation.
+    sizes = [end - start for start, end in itertools.pairwise(cuts)]
     outputs = [
         torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, start:end],
-            value[:, :, start:end],
-            dropout_p=dropout_p,
-            is_causal=True,
-            scale=scaling,
-            enable_gqa=gqa,
+            q, k, v, dropout_p=dropout_p, is_causal=True, scale=scaling, enable_gqa=gqa
         )
-        for start, end in itertools.pairwise(cuts)
-        if end > start
+        for q, k, v in zip(
+            query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2),
+            strict=True,
+        )
+        if q.shape[2]
     ]
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from largeforge.adapters.system.device import DeviceInfo
+from largeforge.adapters.trl.precision import training_precision
 from largeforge.domain.training import TrainingPlan
 
 
 def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dict[str, Any]:
-    """`TrainingArguments` fields that train well on a CPU (fp32, no checkpointing) and a GPU."""
+    """`TrainingArguments` fields that train well on a CPU (no checkpointing) and a GPU."""
     early_stopping = plan.early_stopping_patience > 0
+    precision = training_precision(device, plan)
     return {
         "output_dir": str(work_dir),
         "max_steps": plan.max_steps if plan.max_steps > 0 else -1,
@@ -38,8 +40,9 @@ def common_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> 
         "seed": plan.seed,
         "data_seed": plan.seed,
         "use_cpu": device.is_cpu,
-        "bf16": device.dtype_name == "bfloat16",
-        "fp16": device.dtype_name == "float16" and device.kind == "cuda",
+        # Autocast where the precision uses it (not for LoRA on a bf16 CPU: a bf16 base there).
+        "bf16": precision.bf16_autocast,
+        "fp16": precision.fp16_autocast,
         "gradient_checkpointing": False,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,

@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 
 from largeforge.adapters.system.device import DeviceInfo
+from largeforge.adapters.trl.precision import training_precision
 from largeforge.domain.errors import BackendUnavailableError
 from largeforge.domain.training import AdapterKind, TrainingPlan
 
@@ -24,8 +25,8 @@ def attach_progress(trainer: Any, on_metrics: Any, plan: TrainingPlan, device: D
     if plan.early_stopping_patience > 0:
         trainer.add_callback(EarlyStoppingCallback(plan.early_stopping_patience))
     base = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" not in n)
-    try:
-        peak = matmul_peak(device, device.dtype_name) * 1e9
+    try:  # the peak of the dtype the matmuls run in (bf16 on a bf16 CPU), not always fp32's
+        peak = matmul_peak(device, training_precision(device, plan).compute) * 1e9
         if not device.is_cpu:  # one peak per GPU; CPU processes share the measured cores
             peak *= trainer.args.world_size
     except Exception as exc:  # the metric is optional; training is not
@@ -65,6 +66,7 @@ def log_ready(trainer: Any, device: DeviceInfo, plan: TrainingPlan) -> None:
         adapter=plan.adapter.value,
         device=device.kind,
         dtype=device.dtype_name,
+        weights_dtype=training_precision(device, plan).weights,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
         max_steps=trainer.args.max_steps,

@@ -52,7 +52,7 @@ class TrlSftTrainer:
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
-        device = stack.start(self._device)
+        device = stack.start(self._device, plan)
         train, evaluation = encoded(train), encoded(evaluation)
         plan = self.resolve_packing(plan, train, device)
         pack = plan.packing is True

@@ -7,13 +7,17 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import structlog
+
 from largeforge.adapters.hf import packed_attention
 from largeforge.adapters.system.device import DeviceInfo, detect_device
 from largeforge.adapters.system.signals import StopRequested, stop_requested
+from largeforge.adapters.trl.precision import resolve_precision, training_precision
 from largeforge.domain.errors import BackendUnavailableError
 from largeforge.domain.training import AdapterKind, LoraSpec, TrainingPlan
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = structlog.get_logger(__name__)
 
 
 def stop_wins(train: F) -> F:
@@ -59,19 +63,27 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def start(requested_device: str) -> DeviceInfo:
-    """What every trainer does first: check the stack, quiet the libraries, pick the device."""
+def start(requested_device: str, plan: TrainingPlan) -> DeviceInfo:
+    """What every trainer does first: check the stack, quiet the libraries, pick the device and
+    the dtype training computes in (`plan.precision`), logged with the reason."""
     require_training_stack()
     quiet_libraries()
-    device = detect_device(requested_device)
-    if device.is_cpu and device.dtype_name != "float32":  # CPU training stays fp32 for now
-        device = DeviceInfo(device.kind, device.name, "float32", "CPU training runs in fp32")
+    device = resolve_precision(detect_device(requested_device), plan.precision)
+    chosen = training_precision(device, plan)
+    log.info(
+        "training_precision",
+        device=device.kind,
+        compute=device.dtype_name,
+        weights=chosen.weights,
+        autocast=chosen.autocast,
+        reason=device.dtype_reason,
+    )
     return device
 
 
 def setup(requested_device: str, model_dir: str, plan: TrainingPlan) -> tuple[DeviceInfo, Any, Any]:
     """`start`, then load the model and tokenizer. Returns (device, model, tokenizer)."""
-    device = start(requested_device)
+    device = start(requested_device, plan)
     model, tokenizer = load_model_and_tokenizer(model_dir, device, plan)
     return device, model, tokenizer
 
@@ -98,9 +110,9 @@ def load_model_and_tokenizer(
         )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=device.torch_dtype(), **attention
-        )
+        # LoRA on a bf16 CPU: a bf16 base; PEFT keeps the adapter fp32 (autocast_adapter_dtype).
+        weights = getattr(torch, training_precision(device, plan).weights)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights, **attention)
     return model, tokenizer
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 from largeforge.config import Settings, load_run_config
 from largeforge.domain.errors import ConfigError
@@ -26,6 +27,7 @@ def run_training(
     resume: bool = False,
     force: bool = False,
     nproc: int = 1,
+    precision: Literal["auto", "fp32", "bf16"] | None = None,
 ) -> int:
     """Fine-tune a LoRA adapter, merge it, and record the run.
 
@@ -53,18 +55,23 @@ def run_training(
         With --resume, continue even though the config or the data changed.
     nproc
         Processes to train with (torchrun; DDP over gloo on CPUs, nccl on GPUs).
+    precision
+        auto, fp32 or bf16 (overrides training.precision; auto: bf16 where the device has it).
     """
     from largeforge.container import Container
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _launch(nproc, config, max_steps, output, model, dataset, name, resume, force)
+        return _launch(
+            nproc, config, max_steps, output, model, dataset, name, resume, force, precision
+        )
     _sigterm_interrupts()
     run_config = load_run_config(
         config,
         {
             "training.max_steps": max_steps,
+            "training.precision": precision,
             "output_dir": output,
             "model": model,
             "dataset": dataset,
@@ -123,6 +130,7 @@ def _launch(
     name: str | None,
     resume: bool,
     force: bool,
+    precision: Literal["auto", "fp32", "bf16"] | None = None,
 ) -> int:
     """Re-run this command under torchrun with `nproc` processes sharing one run name."""
     from largeforge.container import Container
@@ -136,6 +144,7 @@ def _launch(
         ("--model", model),
         ("--dataset", dataset),
         ("--name", name),
+        ("--precision", precision),
     ):
         if value is not None:
             args += [flag, str(value)]
