@@ -55,7 +55,9 @@ def packed_sdpa_attention(
             q, k, v, dropout_p=dropout_p, is_causal=True, scale=scaling, enable_gqa=gqa
         )
         for q, k, v in zip(
-            query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2),
+            query.split(sizes, dim=2),
+            key.split(sizes, dim=2),
+            value.split(sizes, dim=2),
             strict=True,
         )
         if q.shape[2]
