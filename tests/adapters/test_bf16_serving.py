@@ -106,6 +106,6 @@ def test_fused_projections_compute_what_the_layers_computed(tiny_model_dir: Path
     assert fuse_projections(fused) == 2 * 2  # each layer's attention and MLP
     attention = fused.model.layers[0].self_attn
     assert not hasattr(attention, "q_proj")
-    assert attention.qkv_proj.out_features == sum(attention.qkv_sizes)
+    assert attention.qkv_proj.out_features == sum(attention.qkv_heads) * attention.head_dim
     for want, got in zip(logits(original), logits(fused), strict=True):
         assert torch.allclose(want, got, atol=1e-5)

@@ -43,22 +43,24 @@ def _attention_forward(
     past_key_values: Any = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, Any]:
-    """Llama's attention forward with q, k and v from one matmul."""
+    """Llama's attention forward with q, k and v from one matmul, and the rotary embedding
+    applied to q and k together (the same element-wise arithmetic, half the operations)."""
     from transformers.models.llama.modeling_llama import (
         ALL_ATTENTION_FUNCTIONS,
-        apply_rotary_pos_emb,
         eager_attention_forward,
     )
 
     input_shape = hidden_states.shape[:-1]
-    hidden_shape = (*input_shape, -1, self.head_dim)
-    query, key, value = self.qkv_proj(hidden_states).split(self.qkv_sizes, dim=-1)
-    query = query.view(hidden_shape).transpose(1, 2)
-    key = key.view(hidden_shape).transpose(1, 2)
-    value = value.view(hidden_shape).transpose(1, 2)
+    heads = self.qkv_proj(hidden_states).view(*input_shape, -1, self.head_dim).transpose(1, 2)
+    query_heads, key_heads, _ = self.qkv_heads
+    rotated = heads[:, : query_heads + key_heads]
     assert position_embeddings is not None
-    cos, sin = position_embeddings
-    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    cos, sin = (part.unsqueeze(1) for part in position_embeddings)
+    half = self.head_dim // 2
+    turned = torch.cat((-rotated[..., half:], rotated[..., :half]), dim=-1)
+    rotated = rotated * cos + turned * sin
+    query, key = rotated[:, :query_heads], rotated[:, query_heads:]
+    value = heads[:, query_heads + key_heads :]
     if past_key_values is not None:
         key, value = past_key_values.update(key, value, self.layer_idx)
     attention = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -82,7 +84,7 @@ def _fuse_attention(module: Any) -> bool:
     parts = [module.q_proj, module.k_proj, module.v_proj]
     if not all(type(part) is torch.nn.Linear for part in parts):
         return False
-    module.qkv_sizes = [part.out_features for part in parts]
+    module.qkv_heads = [part.out_features // module.head_dim for part in parts]
     module.qkv_proj = _concatenated(parts)
     del module.q_proj, module.k_proj, module.v_proj
     module.forward = types.MethodType(_attention_forward, module)
