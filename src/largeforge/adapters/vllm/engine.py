@@ -17,8 +17,8 @@ import structlog
 
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts
-from largeforge.adapters.vllm.lora import max_lora_rank
 from largeforge.adapters.system.device import cpu_dtype, cpu_flags
+from largeforge.adapters.vllm.lora import max_lora_rank
 from largeforge.adapters.vllm.outputs import prompt_entries, step_entries
 from largeforge.adapters.vllm.structured import (
     ConstraintCompiler,
