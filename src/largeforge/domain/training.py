@@ -194,10 +194,11 @@ def decide_packing(
     setting: bool | Literal["auto"], lengths: Sequence[int], max_length: int, accelerator: bool
 ) -> PackingDecision:
     """Resolve `packing` for the encoded sample `lengths` on a device with or without an
-    accelerator. `auto` packs short samples on accelerators only: on a CPU a packed step costs
-    the same per token as an unpacked one (benchmarks/packing.py), so packing would only remove
-    padding that length-grouped batches already avoid, while a GPU left idle by small batches of
-    short rows gains the most from it.
+    accelerator. `auto` packs short samples on accelerators only, which small batches of short
+    rows leave idle. On a CPU, forced packing is no longer slower per real token than unpacked
+    length-grouped batches (benchmarks/packing.py, since the per-sample attention's backward
+    became linear in the row), but a packed step holds several times the samples of an unpacked
+    one, so `auto` keeps CPU runs unpacked and their step counts as they were; `true` packs.
     """
     if isinstance(setting, bool):
         return PackingDecision(setting, f"packing: {str(setting).lower()} in the run file")
@@ -212,7 +213,7 @@ def decide_packing(
         )
     if not accelerator:
         return PackingDecision(
-            False, "auto: on a CPU a packed step costs the same per token; batches group lengths"
+            False, "auto: CPU runs stay unpacked (batches group lengths); packing: true packs"
         )
     return PackingDecision(
         True, f"auto: median sample of {median} tokens fits {max_length // median}x per row"
