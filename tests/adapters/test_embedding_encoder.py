@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from largeforge.adapters.embeddings.prepacked import PrepackedLinear, prepacked_supported
 from largeforge.adapters.embeddings.transformers import (
     TransformersEmbeddingModel,
     _pooling_mode,
     embedding_dtype,
     packaged_minilm,
 )
+from largeforge.adapters.hf.fast_linear import PrepackedLinear, can_prepack
 from largeforge.adapters.system.device import detect_device
 from largeforge.application.embeddings import EmbeddingEncoder
 from largeforge.domain.errors import ModelNotFoundError
@@ -36,7 +36,7 @@ MORE = [
 NO_BF16 = ["sse4_2", "avx2", "avx512f"]
 BF16 = ["avx512f", "avx512_bf16", "amx_bf16"]
 needs_prepacked = pytest.mark.skipif(
-    not prepacked_supported(), reason="this torch has no oneDNN prepacked bf16 linear"
+    not can_prepack(), reason="this torch has no oneDNN prepacked bf16 linear"
 )
 
 
@@ -49,7 +49,7 @@ def minilm() -> TransformersEmbeddingModel:
 @pytest.fixture(scope="module")
 def minilm_bf16() -> TransformersEmbeddingModel:
     """bf16: `auto` on a CPU with bf16 instructions."""
-    if not prepacked_supported():
+    if not can_prepack():
         pytest.skip("this torch has no oneDNN prepacked bf16 linear")
     return TransformersEmbeddingModel(threads=None, device=detect_device("cpu", flags=BF16))
 
@@ -101,7 +101,7 @@ def test_auto_dtype_is_bf16_only_on_a_cpu_with_bf16_instructions() -> None:
     assert (dtype, reason) == ("float32", "auto: " + no_bf16_cpu.dtype_reason)
     assert "no bf16 instructions" in reason
     assert embedding_dtype("auto", detect_device("cpu", flags=["avx512_bf16"]))[0] == (
-        "bfloat16" if prepacked_supported() else "float32"
+        "bfloat16" if can_prepack() else "float32"
     )
     assert embedding_dtype("fp32", bf16_cpu)[0] == "float32"  # fp32 stays available
     assert embedding_dtype("bfloat16", no_bf16_cpu)[0] == "bfloat16"  # as asked

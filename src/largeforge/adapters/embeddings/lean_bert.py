@@ -5,8 +5,8 @@ Same arithmetic as transformers' `BertModel` at inference, with far fewer Python
 call, which is what dominates a ~10-token query: the query, key and value projections are one
 prepacked bf16 matmul, GELU is fused into the intermediate matmul, attention is one
 `scaled_dot_product_attention`, and no mask is built for an unpadded batch. Matmuls run in bf16
-(oneDNN, `prepacked`); embeddings, the residual stream and the layer norms stay in fp32, so the
-pooled vectors keep a cosine of 0.9999+ to fp32 ones.
+(oneDNN, `adapters/hf/fast_linear.py`); embeddings, the residual stream and the layer norms
+stay in fp32, so the pooled vectors keep a cosine of 0.9999+ to fp32 ones.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
-from largeforge.adapters.embeddings import prepacked
+from largeforge.adapters.hf import fast_linear
+
+BATCH_HINT = 1
+"""oneDNN's batch-size hint for the weight layout: a query embeds one short text at a time."""
 
 
 class _Layer(NamedTuple):
@@ -74,14 +77,14 @@ class LeanBert:
             q, k, v = attention.query, attention.key, attention.value
             self.layers.append(
                 _Layer(
-                    qkv=prepacked.prepack(torch.cat([q.weight, k.weight, v.weight])),
+                    qkv=fast_linear.prepack(torch.cat([q.weight, k.weight, v.weight]), BATCH_HINT),
                     qkv_bias=_bias(q, k, v),
-                    out=prepacked.prepack(layer.attention.output.dense.weight),
+                    out=fast_linear.prepack(layer.attention.output.dense.weight, BATCH_HINT),
                     out_bias=_bias(layer.attention.output.dense),
                     norm1=_norm(layer.attention.output.LayerNorm),
-                    up=prepacked.prepack(layer.intermediate.dense.weight),
+                    up=fast_linear.prepack(layer.intermediate.dense.weight, BATCH_HINT),
                     up_bias=_bias(layer.intermediate.dense),
-                    down=prepacked.prepack(layer.output.dense.weight),
+                    down=fast_linear.prepack(layer.output.dense.weight, BATCH_HINT),
                     down_bias=_bias(layer.output.dense),
                     norm2=_norm(layer.output.LayerNorm),
                 )
@@ -92,7 +95,7 @@ class LeanBert:
         heads, width = self.heads, self.hidden
         shape = (width,)
         mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
-        linear = prepacked.linear
+        linear = fast_linear.linear
         x = F.layer_norm(self.word[input_ids] + self.position[:length], shape, *self.norm)
         for layer in self.layers:
             qkv = linear(x.to(torch.bfloat16), layer.qkv, layer.qkv_bias)

@@ -6,10 +6,10 @@ token instead of the mean; its `sentence_bert_config.json` sets the longest inpu
 
 `dtype="auto"` computes in bf16 on a CPU with bf16 instructions (amx_bf16 or avx512_bf16: the
 same rule as `detect_device`), else in fp32; the choice and its reason are logged. In bf16 the
-linear layers' weights are prepacked for oneDNN (`prepacked`) and a BERT encoder runs through a
-lean forward (`lean_bert`): one ~10-token query embeds several times faster than in fp32, with a
-cosine of 0.9999+ to the fp32 vector (benchmarks/embeddings.py). `dtype="float32"` keeps the
-stock fp32 transformers path.
+linear layers' weights are prepacked for oneDNN (`adapters/hf/fast_linear.py`) and a BERT
+encoder runs through a lean forward (`lean_bert`): one ~10-token query embeds several times
+faster than in fp32, with a cosine of 0.9999+ to the fp32 vector (benchmarks/embeddings.py).
+`dtype="float32"` keeps the stock fp32 transformers path.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def embedding_dtype(requested: str, device: DeviceInfo) -> tuple[str, str]:
     `auto`: bf16 where the CPU has bf16 instructions and torch has oneDNN's prepacked bf16
     linear, else fp32. `float32` / `bfloat16` (or fp32 / bf16) are taken as asked.
     """
-    from largeforge.adapters.embeddings.prepacked import prepacked_supported
+    from largeforge.adapters.hf.fast_linear import can_prepack
 
     aliases = {"fp32": "float32", "bf16": "bfloat16"}
     requested = aliases.get(requested, requested)
@@ -63,7 +63,7 @@ def embedding_dtype(requested: str, device: DeviceInfo) -> tuple[str, str]:
         return requested, f"dtype {requested} was asked for"
     if not device.cpu_bf16:
         return "float32", f"auto: {device.dtype_reason}"
-    if not prepacked_supported():
+    if not can_prepack():
         return "float32", "auto: this torch has no oneDNN prepacked bf16 linear"
     return "bfloat16", f"auto: {device.dtype_reason}"
 
@@ -132,13 +132,14 @@ class TransformersEmbeddingModel:
     def _to_bf16(self) -> tuple[Any, str]:
         """Prepack the weights in bf16: a lean forward for BERT encoders, else the transformers
         model with its linear layers prepacked. Returns the lean forward (or None) and how."""
-        from largeforge.adapters.embeddings import lean_bert, prepacked
+        from largeforge.adapters.embeddings import lean_bert
+        from largeforge.adapters.hf.fast_linear import prepack_linears
 
         if lean_bert.supports(self._model):
             lean = lean_bert.LeanBert(self._model)
             return lean, "lean BERT forward, prepacked bf16 linears, fp32 norms and residuals"
         self._model = self._model.to(self._torch.bfloat16)
-        count = prepacked.prepack_linears(self._model)
+        count = prepack_linears(self._model, batch_hint=1)
         return None, f"transformers forward, {count} prepacked bf16 linears"
 
     def embed(self, texts: Sequence[str]) -> TorchEmbeddings:

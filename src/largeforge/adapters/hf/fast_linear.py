@@ -1,5 +1,5 @@
-"""bf16 linear layers with weights prepacked for oneDNN, for serving on a CPU with bf16
-instructions (AMX or AVX-512 BF16).
+"""bf16 linear layers with weights prepacked for oneDNN, for inference on a CPU with bf16
+instructions (AMX or AVX-512 BF16): the serving engine and the embedding encoder.
 
 `torch.nn.functional.linear` on a bf16 CPU tensor reorders the weight into oneDNN's blocked
 layout at every call; prepacking does it once at load time (`_reorder_linear_weight`), and each
@@ -22,11 +22,30 @@ import torch
 log = structlog.get_logger(__name__)
 
 
-def can_prepack(dtype: torch.dtype, device: str) -> bool:
+def can_prepack(dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> bool:
     """Whether this torch build and CPU run oneDNN bf16 linears (bf16 on a CPU only)."""
     if device != "cpu" or dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
         return False
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def prepack(weight: torch.Tensor, batch_hint: int) -> torch.Tensor:
+    """An (out x in) weight as bf16, reordered once into oneDNN's blocked layout."""
+    bf16 = weight.detach().to(torch.bfloat16).contiguous()
+    packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(bf16, batch_hint)
+    return packed
+
+
+def linear(
+    x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
+) -> torch.Tensor:
+    """`x @ weight.T + bias` in bf16 with a `prepack`ed weight, then `activation` ("none" or
+    "gelu", the exact erf GELU) fused into the same oneDNN call."""
+    algorithm = "none" if activation == "gelu" else ""
+    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+        x, packed, bias, activation, [], algorithm
+    )
+    return out
 
 
 class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
@@ -36,12 +55,11 @@ class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        weight = linear.weight.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint)
-        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.packed = prepack(linear.weight, batch_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return linear(x, self.packed, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, prepacked"
