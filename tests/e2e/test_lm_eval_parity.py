@@ -4,7 +4,8 @@ local-completions` run by hand against `largeforge serve` on the same model, wit
 harness's standard error.
 
 Both sides apply the model's chat template (LargeForge's default for a model that has one;
-`--apply_chat_template` on the `lm_eval` side) and both score float32 log-likelihoods, so the
+`--apply_chat_template` on the `lm_eval` side) and both score float32 log-likelihoods (the server
+is started with `--dtype float32`: `auto` would pick bf16 on a CPU with bf16 instructions), so the
 accuracies should in fact be equal.
 """
 
@@ -42,7 +43,7 @@ def test_largeforge_eval_equals_lm_eval_against_serve(tiny_model_dir: Path, tmp_
     # by hand: the same YAML and data, run from their folder (the data path is relative)
     tasks = tmp_path / "tasks"
     shutil.copytree(bundled_task_dir(), tasks, ignore=shutil.ignore_patterns("*.py", "__py*"))
-    args = ("--model", str(tiny_model_dir), "--served-model-name", "tiny")
+    args = ("--model", str(tiny_model_dir), "--served-model-name", "tiny", "--dtype", "float32")
     with running_server(*args, log=tmp_path / "server.log") as base:
         model_args = (
             f"model=tiny,base_url={base}/v1/completions,tokenizer={tiny_model_dir},"

@@ -44,6 +44,7 @@ def server(
     log = tmp_path_factory.mktemp("serve") / f"{request.param}.log"
     args = ("--model", str(tiny_model_dir), "--served-model-name", "tiny", "--api-key", KEY)
     args += ("--backend", request.param, "--max-model-len", "256", "--max-num-seqs", "4")
+    args += ("--dtype", "float32")  # logprobs are compared with fp32 references
     with running_server(*args, log=log, timeout=timeout, python=python) as base:
         yield base, request.param
 

@@ -88,7 +88,7 @@ def greedy(model_dir: Path, question: str, max_tokens: int) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")  # as served
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}],
         add_generation_prompt=True, return_tensors="pt", return_dict=True,
@@ -104,7 +104,15 @@ QUESTIONS = ("What is the capital of France?", "Which city is the capital of Fra
 
 
 def test_the_quantized_model_serves_chat(quantized: dict[str, Path], tmp_path: Path) -> None:
-    args = ("--model", str(quantized["awq"]), "--served-model-name", "smol-awq")
+    # fp32 on both sides: greedy answers are compared token for token.
+    args = (
+        "--model",
+        str(quantized["awq"]),
+        "--served-model-name",
+        "smol-awq",
+        "--dtype",
+        "float32",
+    )
     with running_server(*args, log=tmp_path / "serve.log") as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
         replies = [
@@ -122,6 +130,16 @@ def test_the_quantized_model_serves_chat(quantized: dict[str, Path], tmp_path: P
     for reply in replies:
         assert reply.usage is not None
         assert reply.usage.completion_tokens > 0
+    # the default dtype (bf16 on a CPU with bf16 instructions) serves it too
+    with running_server(*args[:-2], log=tmp_path / "serve-auto.log") as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        reply = client.chat.completions.create(
+            model="smol-awq",
+            messages=[{"role": "user", "content": QUESTIONS[1]}],
+            max_tokens=24,
+            temperature=0,
+        )
+    assert "Paris" in (reply.choices[0].message.content or "")
 
 
 def test_bad_options_fail_before_loading_the_model(tmp_path: Path) -> None:

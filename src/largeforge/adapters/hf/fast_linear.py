@@ -71,7 +71,10 @@ def prepack_linears(model: Any, batch_hint: int) -> int:
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not torch.nn.Linear or child.weight.dtype != torch.bfloat16:
+            weight = getattr(child, "weight", None)  # compressed-tensors linears have none
+            if type(child) is not torch.nn.Linear or not isinstance(weight, torch.Tensor):
+                continue
+            if weight.dtype != torch.bfloat16:
                 continue
             if name == "base_layer" and hasattr(parent, "lora_A"):
                 continue

@@ -23,6 +23,14 @@ MLP_CLASSES = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 SILU_CLASSES = frozenset({"SiLU", "SiLUActivation"})  # torch's and transformers' own
 
 
+def _plain(parts: list[Any]) -> bool:
+    """Plain `nn.Linear` layers holding a weight tensor (not compressed or adapted ones)."""
+    return all(
+        type(part) is torch.nn.Linear and isinstance(getattr(part, "weight", None), torch.Tensor)
+        for part in parts
+    )
+
+
 def _concatenated(linears: list[torch.nn.Linear]) -> torch.nn.Linear:
     """One `nn.Linear` whose output is the outputs of `linears`, side by side."""
     weight = torch.cat([linear.weight.detach() for linear in linears])
@@ -82,7 +90,7 @@ def _fuse_attention(module: Any) -> bool:
     if type(module).__name__ not in ATTENTION_CLASSES:
         return False
     parts = [module.q_proj, module.k_proj, module.v_proj]
-    if not all(type(part) is torch.nn.Linear for part in parts):
+    if not _plain(parts):
         return False
     module.qkv_heads = [part.out_features // module.head_dim for part in parts]
     module.qkv_proj = _concatenated(parts)
@@ -97,7 +105,7 @@ def _fuse_mlp(module: Any) -> bool:
     if type(getattr(module, "act_fn", None)).__name__ not in SILU_CLASSES:
         return False
     parts = [module.gate_proj, module.up_proj]
-    if not all(type(part) is torch.nn.Linear for part in parts):
+    if not _plain(parts):
         return False
     module.gate_up_proj = _concatenated(parts)
     del module.gate_proj, module.up_proj

@@ -62,7 +62,8 @@ class TransformersInferenceEngine(TokenizerCodec):
         model = model.to(info.kind)
         model.eval()
         prepacked = fused = 0
-        if can_prepack(model.dtype, info.kind):
+        quantized = getattr(model.config, "quantization_config", None) is not None
+        if can_prepack(model.dtype, info.kind) and not quantized:  # AWQ/GPTQ keep their kernels
             fused = 0 if adapters else fuse_projections(model)
             prepacked = prepack_linears(model, batch_hint=max_num_seqs)
         config_len = getattr(model.config, "max_position_embeddings", None) or 2048
