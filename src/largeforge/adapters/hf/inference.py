@@ -15,6 +15,7 @@ from largeforge.adapters.hf.fast_linear import can_prepack, prepack_linears
 from largeforge.adapters.hf.fused_projections import fuse_projections
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts, logprob_entry
+from largeforge.adapters.hf.threads import serial_here
 from largeforge.adapters.system.device import detect_device, resolve_dtype
 from largeforge.application.ports import EngineLoad
 from largeforge.domain.datasets import Message
@@ -46,8 +47,7 @@ class TransformersInferenceEngine(TokenizerCodec):
         max_queue: int = 256,
         on_step: StepHook | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
@@ -55,17 +55,11 @@ class TransformersInferenceEngine(TokenizerCodec):
         info = detect_device(device)
         dtype_name = resolve_dtype(dtype, info)
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name))
         self._adapters = tuple(adapters or {})
-        if adapters:
-            model = _with_adapters(model, adapters)
-        model = model.to(info.kind)
-        model.eval()
-        prepacked = fused = 0
-        quantized = getattr(model.config, "quantization_config", None) is not None
-        if can_prepack(model.dtype, info.kind) and not quantized:  # AWQ/GPTQ keep their kernels
-            fused = 0 if adapters else fuse_projections(model)
-            prepacked = prepack_linears(model, batch_hint=max_num_seqs)
+        with serial_here():  # this thread starts no OpenMP team of its own (see threads.py)
+            model, prepacked, fused = _load(
+                model_dir, dtype_name, info.kind, adapters or {}, max_num_seqs
+            )
         config_len = getattr(model.config, "max_position_embeddings", None) or 2048
         self._context_window = min(max_model_len or config_len, config_len)
         self._eos_ids = _eos_token_ids(model, self._tokenizer)
@@ -187,6 +181,26 @@ class EngineLikelihoodScorer:
         entries = await self._engine.prompt_logprobs(prompt_ids + response_ids, 0)
         tail = [e.logprob for e in entries[len(prompt_ids) :] if e.logprob is not None]
         return sum(tail) / len(tail)
+
+
+def _load(
+    model_dir: str, dtype_name: str, device: str, adapters: Mapping[str, str], batch_hint: int
+) -> tuple[Any, int, int]:
+    """The model ready to serve, and how many linears were prepacked and modules fused."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name))
+    if adapters:
+        model = _with_adapters(model, adapters)
+    model = model.to(device)
+    model.eval()
+    prepacked = fused = 0
+    quantized = getattr(model.config, "quantization_config", None) is not None
+    if can_prepack(model.dtype, device) and not quantized:  # AWQ/GPTQ keep their kernels
+        fused = 0 if adapters else fuse_projections(model)
+        prepacked = prepack_linears(model, batch_hint=batch_hint)
+    return model, prepacked, fused
 
 
 def _with_adapters(model: Any, adapters: Mapping[str, str]) -> Any:
