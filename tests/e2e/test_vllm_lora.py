@@ -66,6 +66,7 @@ def client(
     python = vllm_python()
     args = ("--model", str(model_dir), "--served-model-name", "tiny", "--backend", "vllm")
     args += ("--lora", f"tuned={adapter}", "--max-model-len", "128", "--max-num-seqs", "2")
+    args += ("--dtype", "float32")  # scored against fp32 references
     log = tmp_path_factory.mktemp("serve") / "vllm-lora.log"
     with running_server(*args, log=log, timeout=START_TIMEOUT, python=python) as base:
         yield openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
