@@ -54,9 +54,9 @@ def embedding_dtype(requested: str, device: DeviceInfo) -> tuple[str, str]:
     linear, else fp32. `float32` / `bfloat16` (or fp32 / bf16) are taken as asked.
     """
     from largeforge.adapters.hf.fast_linear import can_prepack
+    from largeforge.adapters.system.device import DTYPE_ALIASES
 
-    aliases = {"fp32": "float32", "bf16": "bfloat16"}
-    requested = aliases.get(requested, requested)
+    requested = DTYPE_ALIASES.get(requested, requested)
     if requested not in DTYPES:
         raise ValueError(f"embedding dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
     if requested != "auto":

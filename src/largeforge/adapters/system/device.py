@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+"""Short dtype names accepted wherever a dtype is asked for."""
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """CPU flags whose instructions compute in bf16 (AMX tiles, or AVX-512 BF16 dot products)."""
 
@@ -88,8 +90,7 @@ def detect_device(prefer: str = "auto", flags: Iterable[str] | None = None) -> D
 
 def resolve_dtype(requested: str, device: DeviceInfo) -> str:
     """Map a requested dtype ("auto", "float32", "bfloat16", "float16") to a concrete one."""
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-    requested = aliases.get(requested, requested)
+    requested = DTYPE_ALIASES.get(requested, requested)
     if requested == "auto":
         return device.dtype_name
     if requested not in {"float32", "bfloat16", "float16"}:
