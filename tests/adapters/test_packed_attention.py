@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from largeforge.adapters.hf import packed_attention
 
@@ -90,16 +93,24 @@ def test_padded_batches_and_generation_use_stock_sdpa(
     assert generated.tolist() == expected.tolist()
 
 
-@pytest.mark.parametrize("packing", [True, False])
-def test_trainers_load_it_for_packed_runs_only(tiny_model_dir: Path, packing: bool) -> None:
+@pytest.mark.parametrize(
+    ("packing", "flags", "expected"),
+    [
+        (True, (), packed_attention.PACKED_ATTENTION),
+        (False, (), "sdpa"),  # an fp32 CPU trains unpacked rows with the stock attention
+        (False, ("avx512_bf16",), packed_attention.PACKED_ATTENTION),  # fp32 attention backward
+    ],
+)
+def test_trainers_load_it_for_packed_runs_and_bf16_cpus(
+    tiny_model_dir: Path, packing: bool, flags: tuple[str, ...], expected: str
+) -> None:
     from largeforge.adapters.system.device import detect_device
     from largeforge.adapters.trl.stack import load_model_and_tokenizer
     from tests.adapters.test_trl_training import tiny_plan
 
     model, _ = load_model_and_tokenizer(
-        str(tiny_model_dir), detect_device("cpu"), tiny_plan(packing=packing)
+        str(tiny_model_dir), detect_device("cpu", flags=flags), tiny_plan(packing=packing)
     )
-    expected = packed_attention.PACKED_ATTENTION if packing else "sdpa"
     assert model.config._attn_implementation == expected
 
 
@@ -132,3 +143,69 @@ def test_the_backward_is_linear_in_the_row_not_in_the_samples_per_row() -> None:
     """A slice per sample would write a whole-row gradient per sample and tensor: quadratic in
     the samples per row, what made packed steps slower than unpacked ones on a CPU."""
     assert backward_elements(32) < 2 * backward_elements(2)
+
+
+def test_samples_of_very_different_lengths_match_each_sample_alone(packed_model: Any) -> None:
+    """One long sample and many short ones: several length groups, each padded to its longest."""
+    samples = [list(range(5, 45)), *([[7, 8, 9]] * 6), [11, 12], list(range(50, 60))]
+    lengths = [len(s) for s in samples]
+    groups = packed_attention.length_groups(lengths)
+    assert len(groups) > 1
+    cuts = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    batch = {
+        "input_ids": torch.tensor([[t for s in samples for t in s]]),
+        "position_ids": torch.tensor([[p for n in lengths for p in range(n)]]),
+        "cu_seq_lens_q": cuts,
+        "cu_seq_lens_k": cuts,
+        "max_length_q": max(lengths),
+        "max_length_k": max(lengths),
+        "use_cache": False,
+    }
+    with torch.no_grad():
+        together = packed_model(**batch).logits[0]
+        start = 0
+        for sample in samples:
+            alone = packed_model(input_ids=torch.tensor([sample])).logits[0]
+            assert torch.allclose(together[start : start + len(sample)], alone, atol=1e-5)
+            start += len(sample)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=60))
+def test_length_groups_cover_every_sample_once_within_the_padding_bound(sizes: list[int]) -> None:
+    groups = packed_attention.length_groups(sizes)
+    assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
+    for group in groups:
+        longest = sizes[group[0]]
+        assert all(sizes[i] <= longest for i in group)
+        # a group of more than one sample pads at most half again its real tokens
+        assert len(group) == 1 or len(group) * longest <= 1.5 * sum(sizes[i] for i in group)
+
+
+def test_bf16_training_on_a_cpu_attends_in_fp32_and_matches_fp32() -> None:
+    """The bf16 backward runs through fp32 attention: same gradients as fp32 throughout, to
+    bf16's resolution; without autograd (evaluation, generation) it stays in bf16."""
+    module = torch.nn.Module()
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 16, 8) for _ in range(3))
+    seen: list[Any] = []
+    stock = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[0].dtype)
+        return stock(*args, **kwargs)
+
+    grads = []
+    for dtype in (torch.bfloat16, torch.float32):
+        leaves = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+        with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", spy):
+            out, _ = packed_attention.packed_sdpa_attention(module, *leaves, None)
+        assert out.dtype == dtype
+        out.float().pow(2).sum().backward()
+        grads.append(leaves[0].grad.float())
+    assert seen == [torch.float32, torch.float32]
+    assert torch.allclose(grads[0], grads[1], atol=0.05, rtol=0.02)
+    with torch.no_grad(), mock.patch.object(
+        torch.nn.functional, "scaled_dot_product_attention", spy
+    ):
+        packed_attention.packed_sdpa_attention(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None)
+    assert seen[-1] == torch.bfloat16

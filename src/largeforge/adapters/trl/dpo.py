@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from largeforge.adapters.system.device import DeviceInfo
-from largeforge.adapters.trl import recipe, stack
+from largeforge.adapters.trl import compact_head, recipe, stack
 from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.application.ports import MetricsCallback
 from largeforge.domain.datasets import PreferencePair
@@ -44,6 +44,12 @@ def dpo_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dic
         "loss_type": [plan.dpo.loss_type],
         "precompute_ref_log_probs": plan.dpo.precompute_ref_log_probs,
     }
+
+
+def dpo_head_outputs(trainer: Any) -> tuple[str, ...]:
+    """What TRL's DPO loss and metrics read from the fused head (WPO weighting adds one)."""
+    outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
+    return (*outputs, "log_sum_sq_probs") if getattr(trainer, "use_weighting", False) else outputs
 
 
 class TrlDpoTrainer:
@@ -79,4 +85,5 @@ class TrlDpoTrainer:
             processing_class=tokenizer,
             peft_config=stack.peft_config(plan),
         )
+        compact_head.install(trainer.model, dpo_head_outputs(trainer))
         return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from largeforge.adapters.system.device import DeviceInfo
-from largeforge.adapters.trl import recipe, stack
+from largeforge.adapters.trl import compact_head, recipe, stack
 from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.application.ports import MetricsCallback
 from largeforge.domain.datasets import EncodedExample
@@ -32,6 +32,10 @@ def encoded(units: Sequence[TrainingUnit]) -> list[EncodedExample]:
     if wrong:
         raise TrainingError(f"SFT trains on encoded conversations, got {type(wrong[0]).__name__}")
     return [u for u in units if isinstance(u, EncodedExample)]
+
+
+# What TRL's SFT loss and metrics read from the fused head (loss, entropy, token accuracy).
+SFT_HEAD_OUTPUTS = ("log_probs", "entropy", "is_top1")
 
 
 class TrlSftTrainer:
@@ -80,6 +84,7 @@ class TrlSftTrainer:
             processing_class=tokenizer,
             peft_config=stack.peft_config(plan),
         )
+        compact_head.install(trainer.model, SFT_HEAD_OUTPUTS)
         if pack:
             log_packing(trainer.train_dataset, plan.max_length)
         return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)

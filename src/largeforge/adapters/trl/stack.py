@@ -96,8 +96,12 @@ def load_model_and_tokenizer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quantization = check_qlora(device) if plan.adapter.quantized_base else None
-    # Packed rows: per-sample attention instead of a block-diagonal mask over the whole batch.
-    attention = {"attn_implementation": packed_attention.register()} if plan.packing is True else {}
+    precision = training_precision(device, plan)
+    # Packed rows: length-grouped attention instead of a block-diagonal mask over the whole
+    # batch. A bf16 CPU: the same attention trains in fp32 (its backward is far faster).
+    cpu_bf16 = device.is_cpu and precision.compute == "bfloat16"
+    use_ours = plan.packing is True or (cpu_bf16 and quantization is None)
+    attention = {"attn_implementation": packed_attention.register()} if use_ours else {}
     torch.manual_seed(plan.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
@@ -111,7 +115,7 @@ def load_model_and_tokenizer(
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         # LoRA on a bf16 CPU: a bf16 base; PEFT keeps the adapter fp32 (autocast_adapter_dtype).
-        weights = getattr(torch, training_precision(device, plan).weights)
+        weights = getattr(torch, precision.weights)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=weights, **attention)
     return model, tokenizer
 
