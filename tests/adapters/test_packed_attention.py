@@ -204,8 +204,10 @@ def test_bf16_training_on_a_cpu_attends_in_fp32_and_matches_fp32() -> None:
         grads.append(leaves[0].grad.float())
     assert seen == [torch.float32, torch.float32]
     assert torch.allclose(grads[0], grads[1], atol=0.05, rtol=0.02)
-    with torch.no_grad(), mock.patch.object(
-        torch.nn.functional, "scaled_dot_product_attention", spy
+    with (
+        torch.no_grad(),
+        mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", spy),
     ):
-        packed_attention.packed_sdpa_attention(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None)
+        half = (x.bfloat16() for x in (q, k, v))
+        packed_attention.packed_sdpa_attention(module, *half, None)
     assert seen[-1] == torch.bfloat16

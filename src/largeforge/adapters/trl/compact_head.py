@@ -55,7 +55,7 @@ def compact_log_probs(
     `hidden @ weight.T + bias` at `targets` (fields not in `outputs` are None). Differentiable
     in `log_probs` and `entropy`; the rest are metrics."""
     budget = SAVE_BUDGET_BYTES if save_budget is None else save_budget
-    return _CompactLogProbs.apply(hidden, weight, bias, targets, outputs, budget)  # type: ignore[no-any-return]
+    return _function().apply(hidden, weight, bias, targets, outputs, budget)  # type: ignore[no-any-return]
 
 
 def _compute_dtype(hidden: Any) -> Any:
@@ -75,11 +75,9 @@ def _logits(h: Any, weight: Any, bias: Any) -> Any:
     return z.float()
 
 
-class _CompactLogProbs:  # a torch.autograd.Function, built on first use (torch imports lazily)
-    apply: Any = None
-
-
-def _build_function() -> None:
+@functools.cache
+def _function() -> Any:
+    """The autograd function, built on first use (torch is imported lazily)."""
     import torch
 
     class CompactLogProbs(torch.autograd.Function):
@@ -166,9 +164,7 @@ def _build_function() -> None:
                         if grad_log_p is not None
                         else p.new_zeros(p.shape[0], 1)
                     )
-                    grad_z = p.mul_(g.neg()).scatter_add_(
-                        -1, targets[start:stop].unsqueeze(-1), g
-                    )
+                    grad_z = p.mul_(g.neg()).scatter_add_(-1, targets[start:stop].unsqueeze(-1), g)
                     if term is not None:
                         grad_z.sub_(term)
                     gz = grad_z.to(dtype)
@@ -185,7 +181,7 @@ def _build_function() -> None:
 
             return back(grad_h, hidden), back(grad_w, weight), back(grad_b, bias), None, None, None
 
-    _CompactLogProbs.apply = CompactLogProbs.apply
+    return CompactLogProbs
 
 
 def supported(model: Any) -> str | None:
@@ -216,8 +212,6 @@ def install(model: Any, outputs: tuple[str, ...] = OUTPUTS) -> bool:
     if reason is not None:
         log.info("compact_head", installed=False, reason=reason)
         return False
-    if _CompactLogProbs.apply is None:
-        _build_function()
     trl_forward = base.forward  # TRL's: passes calls without fused_lm_head to the model's own
 
     @functools.wraps(trl_forward)
