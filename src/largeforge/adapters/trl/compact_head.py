@@ -80,9 +80,9 @@ def _function() -> Any:
     """The autograd function, built on first use (torch is imported lazily)."""
     import torch
 
-    class CompactLogProbs(torch.autograd.Function):
+    class CompactLogProbs(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
-        def forward(  # type: ignore[override]
+        def forward(
             ctx: Any,
             hidden: Any,
             weight: Any,
@@ -133,7 +133,7 @@ def _function() -> Any:
             return (result["log_probs"], entropy, *metrics)
 
         @staticmethod
-        def backward(ctx: Any, grad_log_p: Any, grad_entropy: Any, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        def backward(ctx: Any, grad_log_p: Any, grad_entropy: Any, *_: Any) -> tuple[Any, ...]:
             hidden, weight, bias, targets, entropy = ctx.saved_tensors
             need_h, need_w, need_b = ctx.needs_input_grad[:3]
             dtype, step = ctx.dtype, ctx.step
@@ -268,6 +268,7 @@ def _compact_forward(
     log_probs, entropy, sq, mean, top1 = (
         None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in fields
     )
+    assert log_probs is not None  # always computed
     count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
     return FusedCausalLMOutput(
         loss=-log_probs.sum() / count,
