@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
+from largeforge.adapters.hf import serving_attention
 from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
 from largeforge.adapters.hf.fast_linear import can_prepack, prepack_linears
 from largeforge.adapters.hf.fused_projections import fuse_projections
@@ -191,6 +192,8 @@ def _load(
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name))
+    if device == "cpu":
+        _use_serving_attention(model)
     if adapters:
         model = _with_adapters(model, adapters)
     model = model.to(device)
@@ -201,6 +204,17 @@ def _load(
         fused = 0 if adapters else fuse_projections(model)
         prepacked = prepack_linears(model, batch_hint=batch_hint)
     return model, prepacked, fused
+
+
+def _use_serving_attention(model: Any) -> None:
+    """Masked grouped-query attention without copying K/V (see serving_attention), where the
+    model takes a registered attention; otherwise it keeps its own."""
+    if model.config._attn_implementation != "sdpa":
+        return
+    try:
+        model.set_attn_implementation(serving_attention.register())
+    except (ValueError, NotImplementedError) as exc:  # a model that cannot take it keeps sdpa
+        log.info("serving_attention", used=False, reason=str(exc))
 
 
 def _with_adapters(model: Any, adapters: Mapping[str, str]) -> Any:
