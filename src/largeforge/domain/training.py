@@ -196,8 +196,8 @@ def decide_packing(
     """Resolve `packing` for the encoded sample `lengths` on a device with or without an
     accelerator. `auto` packs short samples on accelerators only, which small batches of short
     rows leave idle. On a CPU, forced packing is no longer slower per real token than unpacked
-    length-grouped batches (benchmarks/packing.py, since the per-sample attention's backward
-    became linear in the row), but a packed step holds several times the samples of an unpacked
+    length-grouped batches (benchmarks/packing.py: length-grouped attention, output layer only
+    at trained positions), but a packed step holds several times the samples of an unpacked
     one, so `auto` keeps CPU runs unpacked and their step counts as they were; `true` packs.
     """
     if isinstance(setting, bool):
