@@ -57,3 +57,43 @@ def test_the_engine_loads_its_model_with_it_on_a_cpu(tiny_model_dir: Path) -> No
 
     model, _, _ = _load(str(tiny_model_dir), "float32", "cpu", {}, 4)
     assert model.config._attn_implementation == serving_attention.SERVING_ATTENTION
+
+
+@pytest.mark.parametrize("rows", [1, 2], ids=["one row, no mask", "padded rows"])
+def test_a_decode_step_folds_each_query_group_into_one_kv_head(
+    tiny_model_dir: Path, rows: int
+) -> None:
+    """One query position: the query heads sharing a K/V head run as that head's query rows,
+    with the numbers of stock sdpa."""
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    stock = torch.nn.functional.scaled_dot_product_attention
+    shapes: list[tuple[int, ...]] = []
+
+    def spy(query: Any, *args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(query.shape))
+        return stock(query, *args, **kwargs)
+
+    logits = []
+    for attention in ("sdpa", serving_attention.register()):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention)
+        batch = {k: v[-rows:] for k, v in padded_batch().items()}
+        with torch.no_grad():
+            prefill = model(**batch, past_key_values=DynamicCache(), use_cache=True)
+            shapes.clear()
+            with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", spy):
+                step = model(
+                    input_ids=torch.tensor([[8], [17]])[-rows:],
+                    attention_mask=torch.cat(
+                        [batch["attention_mask"], torch.ones(rows, 1).long()], 1
+                    ),
+                    position_ids=torch.tensor([[3], [6]])[-rows:],
+                    past_key_values=prefill.past_key_values,
+                    use_cache=True,
+                )
+        logits.append(step.logits)
+    config = model.config
+    groups = config.num_attention_heads // config.num_key_value_heads
+    assert shapes
+    assert all(s[1:3] == (config.num_key_value_heads, groups) for s in shapes)
+    assert torch.allclose(logits[1], logits[0], atol=1e-5)

@@ -4,8 +4,11 @@ The engine's batches are left-padded (prompts of different lengths), so every st
 attention mask. With a mask, transformers' sdpa path repeats each grouped-query K/V head for
 every query head (`repeat_kv`: a copy of the whole cache, every layer, every step), because on
 CUDA a mask sends grouped sdpa to the math kernel. torch's CPU flash kernel takes a mask and
-grouped heads together, so on a CPU this attention passes both straight to it. Anything else
-(no mask, no grouping, another device) is transformers' own sdpa.
+grouped heads together, so on a CPU this attention passes both straight to it. A decode step
+(one query position) goes further: the query heads that share a K/V head become that head's
+query rows, so the kernel walks each cached K/V block once per group instead of once per query
+head (16 rows over 170 cached positions: 210 to 143 us a layer, the same numbers). Anything else
+(no grouping, training, another device) is transformers' own sdpa.
 
     from_pretrained(..., attn_implementation=register())
 """
@@ -32,8 +35,27 @@ def serving_sdpa_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     grouped = query.shape[1] != key.shape[1] and key.shape[-1] == value.shape[-1]
-    plain = kwargs.get("position_bias") is None
-    if attention_mask is None or not grouped or not plain or query.device.type != "cpu":
+    plain = kwargs.get("position_bias") is None and not module.training
+    if not grouped or not plain or query.device.type != "cpu":
+        return sdpa_attention_forward(  # type: ignore[no-any-return]
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    batch, heads, length, dim = query.shape
+    shared = attention_mask is None or attention_mask.shape[1] == 1  # one mask for all heads
+    if length == 1 and shared:
+        # Decoding: the query heads that share a K/V head become that head's query rows (one
+        # position, so no causal order among them); the kernel then walks each cached K/V block
+        # once for the group instead of once per query head.
+        groups = key.shape[1]
+        output = torch.nn.functional.scaled_dot_product_attention(
+            query.reshape(batch, groups, heads // groups, dim),
+            key,
+            value,
+            attn_mask=attention_mask,
+            scale=scaling,
+        )
+        return output.reshape(batch, 1, heads, dim), None
+    if attention_mask is None:
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
@@ -42,7 +64,6 @@ def serving_sdpa_attention(
         key,
         value,
         attn_mask=attention_mask,
-        dropout_p=dropout if module.training else 0.0,
         scale=scaling,
         enable_gqa=True,
     )
