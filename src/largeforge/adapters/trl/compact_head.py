@@ -116,10 +116,12 @@ def _function() -> Any:
                         fields["mean_logits"].append(log_p.mean(-1) + lse)
                     if "is_top1" in outputs:  # argmax takes the first maximum, as TRL does
                         fields["is_top1"].append(log_p.argmax(-1) == t.squeeze(-1))
-                    keep = log_p.to(dtype)
-                    size = keep.numel() * keep.element_size()
-                    saved.append(keep if kept + size <= budget else None)
-                    kept += size if saved[-1] is not None else 0
+                    size = log_p.numel() * dtype.itemsize
+                    if kept + size <= budget:  # else the backward recomputes this chunk
+                        saved.append(log_p.to(dtype))
+                        kept += size
+                    else:
+                        saved.append(None)
             result = {k: torch.cat(v) if v else None for k, v in fields.items()}
             ctx.saved_chunks = saved
             ctx.step, ctx.dtype = step, dtype
