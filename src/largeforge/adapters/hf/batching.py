@@ -44,6 +44,18 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+DecodeStep = Callable[..., torch.Tensor]
+"""A decode forward without the model's own (`decode_step.LlamaDecodeStep`): called with
+`input_ids`, `attention_mask`, `position_ids` and `past_key_values`, returns the logits."""
+
+
+@dataclass(frozen=True)
+class DecodeOutput:
+    """What the batcher reads of a decode step's output."""
+
+    logits: torch.Tensor
+
+
 PREFILL_TOKENS = 4096
 """Most (padded) prompt tokens prefilled in one forward pass."""
 Emit = Callable[[TokenStep | BaseException], None]
@@ -111,8 +123,10 @@ class ContinuousBatcher:
         use_adapters: bool = False,
         on_step: StepHook | None = None,
         grammar: XgrammarGrammarEngine | None = None,
+        decode_step: DecodeStep | None = None,
     ) -> None:
         self._model = model
+        self._decode_step = decode_step
         self._tokenizer = tokenizer
         self._eos = frozenset(eos_ids)
         self._device = device
@@ -258,7 +272,10 @@ class ContinuousBatcher:
     def _forward(self, phase: str, seqs: Sequence[Generating], **inputs: Any) -> Any:
         if self._use_adapters:
             inputs["adapter_names"] = [s.adapter or BASE for s in seqs]
-        out = self._model(**inputs, use_cache=True, logits_to_keep=1)
+        if phase == "decode" and self._decode_step is not None:
+            out = DecodeOutput(self._decode_step(**inputs))
+        else:
+            out = self._model(**inputs, use_cache=True, logits_to_keep=1)
         if self._on_step is not None:  # the adapter each row ran under: the names passed above
             adapters = inputs.get("adapter_names", [BASE] * len(seqs))
             rows = tuple(

@@ -64,9 +64,7 @@ def _attention_forward(
     rotated = heads[:, : query_heads + key_heads]
     assert position_embeddings is not None
     cos, sin = (part.unsqueeze(1) for part in position_embeddings)
-    half = self.head_dim // 2
-    turned = torch.cat((-rotated[..., half:], rotated[..., :half]), dim=-1)
-    rotated = rotated * cos + turned * sin
+    rotated = rotate(rotated, cos, sin)
     query, key = rotated[:, :query_heads], rotated[:, query_heads:]
     value = heads[:, query_heads + key_heads :]
     if past_key_values is not None:
@@ -78,6 +76,14 @@ def _attention_forward(
         self, query, key, value, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
     )
     return self.o_proj(output.reshape(*input_shape, -1).contiguous()), weights
+
+
+def rotate(heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The rotary embedding (Llama's rotate-half form) of [batch, heads, positions, dim] heads,
+    with `cos`/`sin` broadcast over the heads."""
+    half = heads.shape[-1] // 2
+    turned = torch.cat((-heads[..., half:], heads[..., :half]), dim=-1)
+    return heads * cos + turned * sin
 
 
 def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import structlog
 from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
 from largeforge.adapters.hf import serving_attention
 from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
+from largeforge.adapters.hf.decode_step import LlamaDecodeStep
 from largeforge.adapters.hf.fast_linear import can_prepack, prepack_linears
 from largeforge.adapters.hf.fused_projections import fuse_projections
 from largeforge.adapters.hf.prompts import TokenizerCodec
@@ -68,6 +69,7 @@ class TransformersInferenceEngine(TokenizerCodec):
         self._model = model
         self._texts = TokenTexts(self._tokenizer)
         self._grammar = XgrammarGrammarEngine(self._tokenizer, self.vocab_size, self._eos_ids)
+        decode_step = LlamaDecodeStep.for_model(model)
         self._batcher = ContinuousBatcher(
             model,
             self._tokenizer,
@@ -78,6 +80,7 @@ class TransformersInferenceEngine(TokenizerCodec):
             use_adapters=bool(adapters),
             on_step=on_step,
             grammar=self._grammar,
+            decode_step=decode_step,
         )
         log.info(
             "engine_loaded",
@@ -88,6 +91,7 @@ class TransformersInferenceEngine(TokenizerCodec):
             dtype_reason=info.dtype_reason if dtype == "auto" else f"--dtype {dtype}",
             prepacked_linears=prepacked,
             fused_projections=fused,
+            flat_decode_step=decode_step is not None,
             context_window=self._context_window,
             adapters=list(self._adapters),
             max_num_seqs=max_num_seqs,

@@ -40,21 +40,10 @@ def serving_sdpa_attention(
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    batch, heads, length, dim = query.shape
+    length = query.shape[2]
     shared = attention_mask is None or attention_mask.shape[1] == 1  # one mask for all heads
     if length == 1 and shared:
-        # Decoding: the query heads that share a K/V head become that head's query rows (one
-        # position, so no causal order among them); the kernel then walks each cached K/V block
-        # once for the group instead of once per query head.
-        groups = key.shape[1]
-        output = torch.nn.functional.scaled_dot_product_attention(
-            query.reshape(batch, groups, heads // groups, dim),
-            key,
-            value,
-            attn_mask=attention_mask,
-            scale=scaling,
-        )
-        return output.reshape(batch, 1, heads, dim), None
+        return decode_attention(query, key, value, attention_mask, scaling), None
     if attention_mask is None:
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -68,6 +57,28 @@ def serving_sdpa_attention(
         enable_gqa=True,
     )
     return output.transpose(1, 2).contiguous(), None
+
+
+def decode_attention(query: Any, key: Any, value: Any, mask: Any, scaling: float | None) -> Any:
+    """Attention of one query position ([batch, heads, 1, dim]) over grouped K/V, with one
+    `mask` ([batch, 1, 1, keys] or None) for every head; returns [batch, 1, heads, dim].
+
+    The query heads that share a K/V head become that head's query rows (one position, so no
+    causal order among them); the kernel then walks each cached K/V block once per group
+    instead of once per query head.
+    """
+    import torch
+
+    batch, heads, _, dim = query.shape
+    groups = key.shape[1]
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(batch, groups, heads // groups, dim),
+        key,
+        value,
+        attn_mask=mask,
+        scale=scaling,
+    )
+    return output.reshape(batch, 1, heads, dim)
 
 
 def register() -> str:
