@@ -5,7 +5,7 @@ matmuls and the attention kernel: module calls, keyword plumbing, per-step mask 
 some twenty small tensor operations per layer. Once the engine has fused and prepacked a Llama
 model (`fused_projections`, `fast_linear`), this step runs the same layers with the same
 operations in the same order (the model's own embedding, rotary embedding and RMSNorm
-modules, its prepacked weights, the serving attention's decode kernel, its KV cache), as one
+modules, its prepacked linears, the serving attention's decode kernel, its KV cache), as one
 flat loop: the logits are bit for bit those of the model's forward (tests/adapters/
 test_decode_step.py). The 16-row decode forward of SmolLM2-135M went from 35 to 30.5 ms.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from largeforge.adapters.hf.fast_linear import PrepackedLinear, linear
+from largeforge.adapters.hf.fast_linear import PrepackedLinear
 from largeforge.adapters.hf.fused_projections import rotate
 from largeforge.adapters.hf.serving_attention import SERVING_ATTENTION, decode_attention
 
@@ -55,18 +55,18 @@ class LlamaDecodeStep:
         self._embed = inner.embed_tokens.forward
         self._rotary = inner.rotary_emb.forward
         self._norm = inner.norm.forward
-        self._head = model.lm_head
+        self._head = model.lm_head.forward
         self._layers = [
             (
                 layer.input_layernorm.forward,
-                layer.self_attn.qkv_proj,
+                layer.self_attn.qkv_proj.forward,
                 tuple(layer.self_attn.qkv_heads),
                 layer.self_attn.head_dim,
                 layer.self_attn.scaling,
-                layer.self_attn.o_proj,
+                layer.self_attn.o_proj.forward,
                 layer.post_attention_layernorm.forward,
-                layer.mlp.gate_up_proj,
-                layer.mlp.down_proj,
+                layer.mlp.gate_up_proj.forward,
+                layer.mlp.down_proj.forward,
             )
             for layer in inner.layers
         ]
@@ -106,11 +106,11 @@ class LlamaDecodeStep:
         for index, layer in enumerate(self._layers):
             norm_in, qkv, (queries, keys, _), dim, scaling, out, norm_mid, gate_up, down = layer
             x = norm_in(hidden)
-            heads = linear(x, qkv.packed, qkv.bias).view(batch, 1, -1, dim).transpose(1, 2)
+            heads = qkv(x).view(batch, 1, -1, dim).transpose(1, 2)
             rotated = rotate(heads[:, : queries + keys], cos, sin)
             key, value = cache[index].update(rotated[:, queries:], heads[:, queries + keys :])
             attended = decode_attention(rotated[:, :queries], key, value, mask, scaling)
-            hidden = hidden + linear(attended.reshape(batch, 1, -1), out.packed, out.bias)
-            gate, up = linear(norm_mid(hidden), gate_up.packed, gate_up.bias).chunk(2, dim=-1)
-            hidden = hidden + linear(torch.nn.functional.silu(gate) * up, down.packed, down.bias)
-        return linear(self._norm(hidden), self._head.packed, self._head.bias)
+            hidden = hidden + out(attended.reshape(batch, 1, -1))
+            gate, up = gate_up(norm_mid(hidden)).chunk(2, dim=-1)
+            hidden = hidden + down(torch.nn.functional.silu(gate) * up)
+        return self._head(self._norm(hidden))

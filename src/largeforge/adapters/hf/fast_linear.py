@@ -49,25 +49,47 @@ def linear(
 
 
 class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
-    """`torch.nn.Linear` (bf16, CPU) whose weight was reordered once for oneDNN."""
+    """`torch.nn.Linear` (bf16, CPU) whose weight was reordered once for oneDNN.
 
-    def __init__(self, linear: torch.nn.Linear, batch_hint: int) -> None:
+    With `gemv` (`cpu_kernels.gemv_ops()`), the weight is also kept in that kernel's layout and
+    a single row (a batch-1 decode step) runs through it: nearer the memory bandwidth than
+    oneDNN's one-row path, at the cost of a second copy of the weight.
+    """
+
+    def __init__(self, linear: torch.nn.Linear, batch_hint: int, gemv: Any = None) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.packed = prepack(linear.weight, batch_hint)
         self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        self._gemv = gemv if gemv is not None and gemv_fits(linear) else None
+        self.vector_packed = None
+        self.vector_bias = None
+        if self._gemv is not None:
+            self.vector_packed = self._gemv.gemv_pack(linear.weight.detach().to(torch.bfloat16))
+            if linear.bias is not None:
+                self.vector_bias = linear.bias.detach().float().contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._gemv is not None and x.numel() == self.in_features:  # one row
+            out: torch.Tensor = self._gemv.gemv(x, self.vector_packed, self.vector_bias)
+            return out
         return linear(x, self.packed, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, prepacked"
+        kernels = "prepacked, gemv" if self._gemv is not None else "prepacked"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {kernels}"
 
 
-def prepack_linears(model: Any, batch_hint: int) -> int:
-    """Replace every plain bf16 `nn.Linear` of `model` by a `PrepackedLinear`; returns how
-    many were replaced. LoRA base layers (a `base_layer` child of a PEFT layer) are kept."""
+def gemv_fits(linear: torch.nn.Linear) -> bool:
+    """Whether the gemv kernel takes this layer's shape (outputs in blocks of 64, even inputs)."""
+    return bool(linear.out_features % 64 == 0 and linear.in_features % 2 == 0)
+
+
+def prepack_linears(model: Any, batch_hint: int, gemv: Any = None) -> int:
+    """Replace every plain bf16 `nn.Linear` of `model` by a `PrepackedLinear` (one-row calls
+    through `gemv` where given); returns how many were replaced. LoRA base layers (a
+    `base_layer` child of a PEFT layer) are kept."""
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -78,6 +100,6 @@ def prepack_linears(model: Any, batch_hint: int) -> int:
                 continue
             if name == "base_layer" and hasattr(parent, "lora_A"):
                 continue
-            setattr(parent, name, PrepackedLinear(child, batch_hint))
+            setattr(parent, name, PrepackedLinear(child, batch_hint, gemv))
             replaced += 1
     return replaced

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from largeforge.adapters.grammar.xgrammar import XgrammarGrammarEngine
-from largeforge.adapters.hf import serving_attention
+from largeforge.adapters.hf import cpu_kernels, serving_attention
 from largeforge.adapters.hf.batching import ContinuousBatcher, StepHook
 from largeforge.adapters.hf.decode_step import LlamaDecodeStep
 from largeforge.adapters.hf.fast_linear import can_prepack, prepack_linears
@@ -206,7 +206,7 @@ def _load(
     quantized = getattr(model.config, "quantization_config", None) is not None
     if can_prepack(model.dtype, device) and not quantized:  # AWQ/GPTQ keep their kernels
         fused = 0 if adapters else fuse_projections(model)
-        prepacked = prepack_linears(model, batch_hint=batch_hint)
+        prepacked = prepack_linears(model, batch_hint=batch_hint, gemv=cpu_kernels.gemv_ops())
     return model, prepacked, fused
 
 
