@@ -480,14 +480,24 @@ def _growing_layer(keys: torch.Tensor, values: torch.Tensor) -> Any:
         def update(
             self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            end = self._length + key_states.shape[-2]
-            if end > self._k.shape[2]:
-                self.adopt(self.keys, self.values, max(SPARE_POSITIONS, self._length))
-            self._k[:, :, self._length : end] = key_states
-            self._v[:, :, self._length : end] = value_states
-            self._length = end
-            self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+            count = key_states.shape[-2]
+            self.reserve(count)
+            self._k[:, :, self._length : self._length + count] = key_states
+            self._v[:, :, self._length : self._length + count] = value_states
+            self.advance(count)
             return self.keys, self.values
+
+        def reserve(self, count: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+            """Room for `count` more positions: the key and value buffers, and where the
+            next position goes (a writer then calls `advance`)."""
+            if self._length + count > self._k.shape[2]:
+                self.adopt(self.keys, self.values, max(SPARE_POSITIONS, self._length, count))
+            return self._k, self._v, self._length
+
+        def advance(self, count: int) -> None:
+            """Count `count` positions written after `reserve` as part of the cache."""
+            self._length += count
+            self.keys, self.values = self._k[:, :, : self._length], self._v[:, :, : self._length]
 
     layer = GrowingLayer()
     layer.adopt(keys, values, SPARE_POSITIONS)

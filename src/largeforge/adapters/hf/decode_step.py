@@ -70,6 +70,9 @@ class LlamaDecodeStep:
             )
             for layer in inner.layers
         ]
+        kernels, row_layers = model.lm_head.gemv_kernels, [_row_layer(x) for x in inner.layers]
+        self._kernels = kernels if kernels is not None and all(row_layers) else None
+        self._row_layers = [weights for weights in row_layers if weights is not None]
 
     @classmethod
     def for_model(cls, model: Any) -> LlamaDecodeStep | None:
@@ -99,6 +102,10 @@ class LlamaDecodeStep:
         `position_ids` [batch, 1]; `attention_mask` [batch, keys] (1 for a real key, the new
         token included) or None; the new keys and values are appended to `past_key_values`."""
         hidden = self._embed(input_ids)
+        layers = past_key_values.layers
+        one_row = self._kernels is not None and attention_mask is None and hidden.shape[0] == 1
+        if one_row and all(hasattr(layer, "reserve") for layer in layers):
+            return self._one_row(hidden, position_ids, layers)
         cos, sin = (part.unsqueeze(1) for part in self._rotary(hidden, position_ids))
         mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         batch = hidden.shape[0]
@@ -114,3 +121,35 @@ class LlamaDecodeStep:
             gate, up = gate_up(norm_mid(hidden)).chunk(2, dim=-1)
             hidden = hidden + down(torch.nn.functional.silu(gate) * up)
         return self._head(self._norm(hidden))
+
+    def _one_row(
+        self, hidden: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """One row: each layer is one call of the `decode_layer` CPU kernel, which writes the
+        new key and value into the layer's cache buffers itself."""
+        assert self._kernels is not None
+        cos, sin = self._rotary(hidden, position_ids)
+        for layer, weights in zip(cache, self._row_layers, strict=True):
+            keys, values, length = layer.reserve(1)
+            hidden = self._kernels.decode_layer(hidden, cos, sin, keys, values, length, *weights)
+            layer.advance(1)
+        return self._head(self._norm(hidden))
+
+
+def _row_layer(layer: Any) -> tuple[Any, ...] | None:
+    """A layer's arguments to the `decode_layer` kernel after the cache ones (None where a
+    projection has no gemv weights)."""
+    attention, mlp = layer.self_attn, layer.mlp
+    projections = [attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj]
+    if any(projection.vector_packed is None for projection in projections):
+        return None
+    norms = [layer.input_layernorm, layer.post_attention_layernorm]
+    if any(norm.weight.dtype != torch.bfloat16 for norm in norms):
+        return None
+    weights: list[Any] = []
+    for norm in norms:
+        weights += [norm.weight.detach().contiguous(), float(norm.variance_epsilon)]
+    for projection in projections:
+        weights += [projection.vector_packed, projection.vector_bias]
+    query_heads, key_heads, _ = attention.qkv_heads
+    return (*weights, query_heads, key_heads, float(attention.scaling))

@@ -70,6 +70,11 @@ class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
             if linear.bias is not None:
                 self.vector_bias = linear.bias.detach().float().contiguous()
 
+    @property
+    def gemv_kernels(self) -> Any:
+        """The CPU kernels (`cpu_kernels.gemv_ops()`) this layer's one-row calls use, or None."""
+        return self._gemv
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._gemv is not None and x.numel() == self.in_features:  # one row
             out: torch.Tensor = self._gemv.gemv(x, self.vector_packed, self.vector_bias)

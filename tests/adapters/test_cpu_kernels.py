@@ -1,0 +1,172 @@
+"""LargeForge's CPU kernels: the one-row gemv against an exact product, its packing, the linear
+layer that routes one row through it, and the one-row decode layer against the flat step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from largeforge.adapters.hf import cpu_kernels
+from largeforge.adapters.system.device import cpu_flags
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.skipif(
+    not cpu_flags() >= cpu_kernels.GEMV_FLAGS, reason="this CPU has no AVX-512 BF16"
+)
+
+
+def kernels() -> Any:
+    ops = cpu_kernels.gemv_ops()
+    assert ops is not None, "the CPU has AVX-512 BF16 but the kernels did not build"
+    return ops
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    blocks=st.integers(1, 3),
+    pairs=st.integers(1, 40),
+    biased=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_gemv_is_the_exact_product_rounded_to_bf16(
+    rows: int, blocks: int, pairs: int, biased: bool, seed: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    out_features, in_features = 64 * blocks, 2 * pairs
+    weight = torch.randn(out_features, in_features, generator=generator).to(torch.bfloat16)
+    x = torch.randn(rows, in_features, generator=generator).to(torch.bfloat16)
+    bias = torch.randn(out_features, generator=generator) if biased else None
+    exact = x.double() @ weight.double().T + (0 if bias is None else bias.double())
+    got = kernels().gemv(x, kernels().gemv_pack(weight), bias)
+    assert got.dtype == torch.bfloat16
+    assert got.shape == (rows, out_features)
+    scale = (x.double().abs() @ weight.double().abs().T).max().item()
+    error = (got.double() - exact).abs()
+    assert (error <= exact.abs() * 2**-8 + 1e-5 * scale + 1e-6).all()  # one bf16 rounding
+
+
+def test_gemv_keeps_leading_dimensions_and_refuses_what_it_cannot_take() -> None:
+    ops = kernels()
+    weight = torch.randn(128, 32).to(torch.bfloat16)
+    packed = ops.gemv_pack(weight)
+    x = torch.randn(1, 1, 32).to(torch.bfloat16)
+    assert ops.gemv(x, packed, None).shape == (1, 1, 128)
+    with pytest.raises(RuntimeError, match="multiple of 64"):
+        ops.gemv_pack(torch.randn(100, 32).to(torch.bfloat16))
+    with pytest.raises(RuntimeError, match="1 to 4 rows"):
+        ops.gemv(torch.randn(5, 32).to(torch.bfloat16), packed, None)
+    with pytest.raises(RuntimeError, match="32 features"):
+        ops.gemv(torch.randn(1, 30).to(torch.bfloat16), packed, None)
+
+
+def test_a_prepacked_linear_sends_one_row_through_the_gemv(monkeypatch: pytest.MonkeyPatch) -> None:
+    from largeforge.adapters.hf.fast_linear import PrepackedLinear, linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 128).to(torch.bfloat16)
+    fast = PrepackedLinear(layer, batch_hint=4, gemv=kernels())
+    one, two = torch.randn(1, 96).to(torch.bfloat16), torch.randn(2, 96).to(torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(fast(one), kernels().gemv(one, fast.vector_packed, fast.vector_bias))
+        assert torch.equal(fast(two), linear(two, fast.packed, fast.bias))  # oneDNN
+        assert torch.allclose(fast(one).float(), layer(one).float(), rtol=2e-2, atol=2e-2)
+    odd = PrepackedLinear(torch.nn.Linear(96, 40).to(torch.bfloat16), 4, gemv=kernels())
+    assert odd.vector_packed is None
+    assert odd.gemv_kernels is None
+    monkeypatch.setenv("LARGEFORGE_CPU_KERNELS", "0")
+    cpu_kernels.gemv_ops.cache_clear()
+    try:
+        assert cpu_kernels.gemv_ops() is None
+    finally:
+        monkeypatch.delenv("LARGEFORGE_CPU_KERNELS")
+        cpu_kernels.gemv_ops.cache_clear()
+
+
+class Counting:
+    """The kernels, counting `decode_layer` calls."""
+
+    def __init__(self, ops: Any) -> None:
+        self.ops, self.layers = ops, 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "decode_layer":
+            self.layers += 1
+        return getattr(self.ops, name)
+
+
+def decode(model_dir: Path, one_row: bool, steps: int) -> tuple[list[Any], Any, Counting]:
+    """Greedy steps of the flat decode step after a 20-token prompt, with the one-row kernel
+    or without: the logits, the cache, and the kernels' call count."""
+    from transformers import DynamicCache
+
+    from largeforge.adapters.hf.batching import _growing_layer
+    from largeforge.adapters.hf.decode_step import LlamaDecodeStep
+    from largeforge.adapters.hf.inference import _load
+
+    model, _, _ = _load(str(model_dir), "bfloat16", "cpu", {}, 4)
+    step = LlamaDecodeStep.for_model(model)
+    assert step is not None
+    assert step._kernels is not None  # every projection of the tiny model fits the gemv
+    counting = Counting(step._kernels)
+    step._kernels = counting if one_row else None
+    with torch.inference_mode():
+        prompt = torch.arange(20)[None] * 37 + 11
+        cache = model(input_ids=prompt, past_key_values=DynamicCache(), use_cache=True)
+        cache = cache.past_key_values
+        cache.layers = [_growing_layer(x.keys, x.values) for x in cache.layers]
+        token, logits = torch.tensor([[5]]), []
+        for position in range(20, 20 + steps):
+            out = step(token, None, torch.tensor([[position]]), cache)
+            logits.append(out.float())
+            token = out[:, -1].argmax(-1, keepdim=True)
+    return logits, cache, counting
+
+
+def test_the_one_row_decode_layer_follows_the_flat_step(tiny_model_dir: Path) -> None:
+    """70 steps (past the cache's spare room): the keys and values it writes in the first
+    layer are the flat step's bit for bit, and its logits stay within bf16 rounding of them."""
+    steps = 70
+    stock, stock_cache, unused = decode(tiny_model_dir, one_row=False, steps=steps)
+    mine, cache, counting = decode(tiny_model_dir, one_row=True, steps=steps)
+    assert unused.layers == 0
+    assert counting.layers == steps * 2  # every layer of every step
+    for layer, theirs in zip(cache.layers, stock_cache.layers, strict=True):
+        assert layer.keys.shape == theirs.keys.shape == (1, 2, 20 + steps, 16)
+    first, first_stock = cache.layers[0], stock_cache.layers[0]
+    assert torch.equal(first.keys[:, :, :21], first_stock.keys[:, :, :21])  # norm, gemv, rope
+    assert torch.equal(first.values[:, :, :21], first_stock.values[:, :, :21])
+    for got, want in zip(mine, stock, strict=True):
+        assert (got - want).abs().max() <= 0.02 * want.abs().max() + 0.01
+
+
+def test_the_engine_decodes_one_row_with_the_kernel(tiny_model_dir: Path) -> None:
+    import asyncio
+
+    from largeforge.adapters.hf.inference import TransformersInferenceEngine
+    from largeforge.domain import Message, Role
+    from largeforge.domain.generation import SamplingParams
+
+    engine = TransformersInferenceEngine(str(tiny_model_dir), "t", device="cpu", dtype="bfloat16")
+    try:
+        step = engine._batcher._decode_step
+        assert step is not None
+        assert step._kernels is not None
+        step._kernels = counting = Counting(step._kernels)
+        prompt = engine.render_chat((Message(Role.USER, "Tell me about the sea."),))
+        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+        async def generate() -> list[int]:
+            return [s.token_id async for s in engine.generate(prompt, params)]
+
+        tokens = asyncio.run(generate())
+    finally:
+        engine.close()
+    assert len(tokens) == 12
+    assert all(0 <= token < engine.vocab_size for token in tokens)
+    assert counting.layers == 11 * 2  # the first token comes from the prefill
