@@ -26,6 +26,18 @@ def kernels() -> Any:
     return ops
 
 
+class Counting:
+    """The kernels, counting calls of `decode_layer` (`layers`) and `gemv` (`rows`)."""
+
+    def __init__(self, ops: Any) -> None:
+        self.ops, self.layers, self.rows = ops, 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        self.layers += name == "decode_layer"
+        self.rows += name == "gemv"
+        return getattr(self.ops, name)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 4),
@@ -70,11 +82,14 @@ def test_a_prepacked_linear_sends_one_row_through_the_gemv(monkeypatch: pytest.M
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(96, 128).to(torch.bfloat16)
-    fast = PrepackedLinear(layer, batch_hint=4, gemv=kernels())
+    counting = Counting(kernels())
+    fast = PrepackedLinear(layer, batch_hint=4, gemv=counting)
     one, two = torch.randn(1, 96).to(torch.bfloat16), torch.randn(2, 96).to(torch.bfloat16)
     with torch.inference_mode():
         assert torch.equal(fast(one), kernels().gemv(one, fast.vector_packed, fast.vector_bias))
+        assert counting.rows == 1
         assert torch.equal(fast(two), linear(two, fast.packed, fast.bias))  # oneDNN
+        assert counting.rows == 1
         assert torch.allclose(fast(one).float(), layer(one).float(), rtol=2e-2, atol=2e-2)
     odd = PrepackedLinear(torch.nn.Linear(96, 40).to(torch.bfloat16), 4, gemv=kernels())
     assert odd.vector_packed is None
@@ -86,18 +101,6 @@ def test_a_prepacked_linear_sends_one_row_through_the_gemv(monkeypatch: pytest.M
     finally:
         monkeypatch.delenv("LARGEFORGE_CPU_KERNELS")
         cpu_kernels.gemv_ops.cache_clear()
-
-
-class Counting:
-    """The kernels, counting `decode_layer` calls."""
-
-    def __init__(self, ops: Any) -> None:
-        self.ops, self.layers = ops, 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "decode_layer":
-            self.layers += 1
-        return getattr(self.ops, name)
 
 
 def decode(model_dir: Path, one_row: bool, steps: int) -> tuple[list[Any], Any, Counting]:
