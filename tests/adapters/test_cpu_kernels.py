@@ -104,8 +104,9 @@ def test_a_prepacked_linear_sends_one_row_through_the_gemv(monkeypatch: pytest.M
 
 
 def decode(model_dir: Path, one_row: bool, steps: int) -> tuple[list[Any], Any, Counting]:
-    """Greedy steps of the flat decode step after a 20-token prompt, with the one-row kernel
-    or without: the logits, the cache, and the kernels' call count."""
+    """Steps of the flat decode step after a 20-token prompt, with the one-row kernel or
+    without, fed the same tokens either way: the logits, the cache, and the kernels' call
+    count."""
     from transformers import DynamicCache
 
     from largeforge.adapters.hf.batching import _growing_layer
@@ -128,11 +129,10 @@ def decode(model_dir: Path, one_row: bool, steps: int) -> tuple[list[Any], Any, 
         cache = model(input_ids=prompt, past_key_values=DynamicCache(), use_cache=True)
         cache = cache.past_key_values
         cache.layers = [_growing_layer(x.keys, x.values) for x in cache.layers]
-        token, logits = torch.tensor([[5]]), []
+        logits = []
         for position in range(20, 20 + steps):
-            out = step(token, None, torch.tensor([[position]]), cache)
-            logits.append(out.float())
-            token = out[:, -1].argmax(-1, keepdim=True)
+            token = torch.tensor([[(position * 13 + 5) % 1000]])
+            logits.append(step(token, None, torch.tensor([[position]]), cache).float())
     return logits, cache, counting
 
 

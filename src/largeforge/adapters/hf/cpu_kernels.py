@@ -8,6 +8,8 @@ own kernels. `LARGEFORGE_CPU_KERNELS=0` turns them off.
 
 - `gemv`, `gemv_pack`: one-row bf16 linear layers near the memory bandwidth (AVX-512 BF16),
   for the serving engine's batch-1 decode steps (`fast_linear.PrepackedLinear`).
+- `decode_layer`: a whole Llama decoder layer for one row in one call, over `gemv_pack`ed
+  projections and the batch's KV cache buffers (`decode_step.LlamaDecodeStep`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ def enabled() -> bool:
 
 @functools.cache
 def gemv_ops() -> Any | None:
-    """`torch.ops.largeforge_cpu` with `gemv` and `gemv_pack`, built and loaded on first call;
-    None where the CPU lacks AVX-512 BF16, the kernels are turned off or the build failed."""
+    """`torch.ops.largeforge_cpu` (`gemv`, `gemv_pack`, `decode_layer`), built and loaded on
+    first call; None where the CPU lacks AVX-512 BF16, the kernels are off or the build failed."""
     if not enabled():
         log.info("cpu_kernels", gemv=False, reason="LARGEFORGE_CPU_KERNELS=0")
         return None

@@ -107,14 +107,13 @@ class LlamaDecodeStep:
         `position_ids` [batch, 1]; `attention_mask` [batch, keys] (1 for a real key, the new
         token included) or None; the new keys and values are appended to `past_key_values`."""
         hidden = self._embed(input_ids)
-        layers = past_key_values.layers
+        cache = past_key_values.layers
         one_row = self._kernels is not None and attention_mask is None and hidden.shape[0] == 1
-        if one_row and all(hasattr(layer, "reserve") for layer in layers):
-            return self._one_row(hidden, position_ids, layers)
+        if one_row and all(hasattr(layer, "reserve") for layer in cache):
+            return self._one_row(hidden, position_ids, cache)
         cos, sin = (part.unsqueeze(1) for part in self._rotary(hidden, position_ids))
         mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         batch = hidden.shape[0]
-        cache = past_key_values.layers
         for index, layer in enumerate(self._layers):
             norm_in, qkv, (queries, keys, _), dim, scaling, out, norm_mid, gate_up, down = layer
             x = norm_in(hidden)
