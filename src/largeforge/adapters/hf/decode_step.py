@@ -10,9 +10,10 @@ flat loop: the logits are bit for bit those of the model's forward (tests/adapte
 test_decode_step.py). The 16-row decode forward of SmolLM2-135M went from 35 to 30.5 ms.
 
 A one-row step without a mask (batch-1 decoding) goes further where LargeForge's CPU kernels
-are built (`cpu_kernels`) and every projection has their weights: each layer is one call of
-the `decode_layer` kernel (batch-1 step 19-20 to 15 ms); its logits follow the flat step's
-within bf16 rounding instead of bit for bit (tests/adapters/test_cpu_kernels.py).
+are built (`cpu_kernels`) and every projection and the head have their weights: the whole
+step after the embedding and the rotary angles is one call of the `decode_row` kernel
+(batch-1 step 19-20 to 12-13 ms); its logits follow the flat step's within bf16 rounding
+instead of bit for bit (tests/adapters/test_cpu_kernels.py).
 
 Built only for a model whose every part is the known shape (`for_model` checks each and
 returns None otherwise, so anything else keeps the model's forward): no adapters, no other
@@ -75,9 +76,9 @@ class LlamaDecodeStep:
             )
             for layer in inner.layers
         ]
-        kernels, row_layers = model.lm_head.gemv_kernels, [_row_layer(x) for x in inner.layers]
-        self._kernels = kernels if kernels is not None and all(row_layers) else None
-        self._row_layers = [weights for weights in row_layers if weights is not None]
+        kernels, row_weights = model.lm_head.gemv_kernels, _row_weights(model)
+        self._kernels = kernels if kernels is not None and row_weights is not None else None
+        self._row_weights = row_weights or ()
 
     @classmethod
     def for_model(cls, model: Any) -> LlamaDecodeStep | None:
@@ -129,31 +130,67 @@ class LlamaDecodeStep:
     def _one_row(
         self, hidden: torch.Tensor, position_ids: torch.Tensor, cache: Any
     ) -> torch.Tensor:
-        """One row: each layer is one call of the `decode_layer` CPU kernel, which writes the
-        new key and value into the layer's cache buffers itself."""
+        """One row: the whole step (every layer, the final norm and the head) is one call of
+        the `decode_row` CPU kernel, which writes the new keys and values into the layers'
+        cache buffers itself."""
         assert self._kernels is not None
         cos, sin = self._rotary(hidden, position_ids)
-        for layer, weights in zip(cache, self._row_layers, strict=True):
-            keys, values, length = layer.reserve(1)
-            hidden = self._kernels.decode_layer(hidden, cos, sin, keys, values, length, *weights)
+        reserved = [layer.reserve(1) for layer in cache]
+        length = reserved[0][2]
+        assert all(room[2] == length for room in reserved), "layers of unequal length"
+        keys, values = [room[0] for room in reserved], [room[1] for room in reserved]
+        logits: torch.Tensor = self._kernels.decode_row(
+            hidden, cos, sin, keys, values, length, *self._row_weights
+        )
+        for layer in cache:
             layer.advance(1)
-        return self._head(self._norm(hidden))
+        return logits
+
+
+def _row_weights(model: Any) -> tuple[Any, ...] | None:
+    """The `decode_row` kernel's arguments after the cache ones, or None where a projection
+    or the head has no gemv weights, a norm is not bf16, or the norms' epsilons differ."""
+    inner, head = model.model, model.lm_head
+    layers = [_row_layer(layer) for layer in inner.layers]
+    norms = [inner.norm] + [
+        norm
+        for layer in inner.layers
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm)
+    ]
+    if any(layer is None for layer in layers) or head.vector_packed is None:
+        return None
+    if any(norm.weight.dtype != torch.bfloat16 for norm in norms):
+        return None
+    epsilons = {float(norm.variance_epsilon) for norm in norms[1:]}
+    if len(epsilons) != 1:
+        return None
+    norms_in, norms_mid, *projections = (list(column) for column in zip(*layers, strict=True))
+    attention = inner.layers[0].self_attn
+    query_heads, key_heads, _ = attention.qkv_heads
+    return (
+        norms_in,
+        norms_mid,
+        epsilons.pop(),
+        *projections,
+        inner.norm.weight.detach().contiguous(),
+        float(inner.norm.variance_epsilon),
+        head.vector_packed,
+        head.vector_bias,
+        query_heads,
+        key_heads,
+        float(attention.scaling),
+    )
 
 
 def _row_layer(layer: Any) -> tuple[Any, ...] | None:
-    """A layer's arguments to the `decode_layer` kernel after the cache ones (None where a
+    """A layer's norm weights and gemv-packed projections with their biases (None where a
     projection has no gemv weights)."""
     attention, mlp = layer.self_attn, layer.mlp
     projections = [attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj]
     if any(projection.vector_packed is None for projection in projections):
         return None
     norms = [layer.input_layernorm, layer.post_attention_layernorm]
-    if any(norm.weight.dtype != torch.bfloat16 for norm in norms):
-        return None
-    weights: list[Any] = []
-    for norm in norms:
-        weights += [norm.weight.detach().contiguous(), float(norm.variance_epsilon)]
+    weights: list[Any] = [norm.weight.detach().contiguous() for norm in norms]
     for projection in projections:
         weights += [projection.vector_packed, projection.vector_bias]
-    query_heads, key_heads, _ = attention.qkv_heads
-    return (*weights, query_heads, key_heads, float(attention.scaling))
+    return tuple(weights)

@@ -87,8 +87,8 @@ class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
 
 
 def gemv_fits(linear: torch.nn.Linear) -> bool:
-    """Whether the gemv kernel takes this layer's shape (outputs in blocks of 64, even inputs)."""
-    return bool(linear.out_features % 64 == 0 and linear.in_features % 2 == 0)
+    """Whether the gemv kernel takes this layer's shape (outputs in blocks of 16, even inputs)."""
+    return bool(linear.out_features % 16 == 0 and linear.in_features % 2 == 0)
 
 
 def prepack_linears(model: Any, batch_hint: int, gemv: Any = None) -> int:
