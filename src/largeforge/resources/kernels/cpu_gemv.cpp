@@ -304,6 +304,24 @@ void attend(const uint16_t* query, const uint16_t* keys, const uint16_t* values,
   }
 }
 
+// gate_up [..., 2 * inner] bf16 -> silu(gate) * up [..., inner], rounded as `decode_row` does.
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  TORCH_CHECK(gate_up.scalar_type() == at::kBFloat16 && gate_up.dim() >= 1 &&
+                  gate_up.size(-1) % 2 == 0,
+              "silu_mul: needs a bfloat16 tensor with an even last dimension");
+  const int64_t inner = gate_up.size(-1) / 2;
+  const at::Tensor rows = gate_up.reshape({-1, 2 * inner}).contiguous();
+  std::vector<int64_t> shape = gate_up.sizes().vec();
+  shape.back() = inner;
+  at::Tensor out = at::empty(shape, gate_up.options());
+  auto* y = reinterpret_cast<uint16_t*>(out.mutable_data_ptr<at::BFloat16>());
+  for (int64_t r = 0; r < rows.size(0); ++r) {
+    const uint16_t* row = bf16_data(rows) + r * 2 * inner;
+    silu_times(row, row + inner, inner, y + r * inner);
+  }
+  return out;
+}
+
 using Biases = c10::List<std::optional<at::Tensor>>;
 
 const float* bias_at(const Biases& biases, size_t layer, int64_t n) {
@@ -445,6 +463,7 @@ at::Tensor decode_row(const at::Tensor& hidden, const at::Tensor& cos, const at:
 TORCH_LIBRARY(largeforge_cpu, m) {
   m.def("gemv_pack(Tensor weight) -> Tensor");
   m.def("gemv(Tensor x, Tensor packed, Tensor? bias) -> Tensor");
+  m.def("silu_mul(Tensor gate_up) -> Tensor");
   m.def(
       "decode_row(Tensor hidden, Tensor cos, Tensor sin, Tensor(a!)[] key_caches, "
       "Tensor(b!)[] value_caches, int length, Tensor[] norms_in, Tensor[] norms_mid, float eps, "
@@ -457,5 +476,6 @@ TORCH_LIBRARY(largeforge_cpu, m) {
 TORCH_LIBRARY_IMPL(largeforge_cpu, CPU, m) {
   m.impl("gemv_pack", &pack);
   m.impl("gemv", &gemv);
+  m.impl("silu_mul", &silu_mul);
   m.impl("decode_row", &decode_row);
 }
