@@ -120,6 +120,23 @@ def test_a_prepacked_linear_sends_one_row_through_the_gemv(monkeypatch: pytest.M
         cpu_kernels.gemv_ops.cache_clear()
 
 
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with queries and keys scaled up, so that its attention is not nearly
+    uniform and the rotary angles change which keys it attends to."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(4)
+            layer.self_attn.k_proj.weight.mul_(4)
+    out = tmp_path_factory.mktemp("models") / "sharp-llama"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
 def decode(model_dir: Path, one_row: bool, steps: int) -> tuple[list[Any], Any, Counting]:
     """Steps of the flat decode step after a 20-token prompt, with the one-row kernel or
     without, fed the same tokens either way: the logits, the cache, and the kernels' call
@@ -153,12 +170,12 @@ def decode(model_dir: Path, one_row: bool, steps: int) -> tuple[list[Any], Any, 
     return logits, cache, counting
 
 
-def test_the_one_row_decode_step_follows_the_flat_step(tiny_model_dir: Path) -> None:
+def test_the_one_row_decode_step_follows_the_flat_step(sharp_model_dir: Path) -> None:
     """70 steps (past the cache's spare room): the keys and values it writes in the first
     layer are the flat step's bit for bit, and its logits stay within bf16 rounding of them."""
     steps = 70
-    stock, stock_cache, unused = decode(tiny_model_dir, one_row=False, steps=steps)
-    mine, cache, counting = decode(tiny_model_dir, one_row=True, steps=steps)
+    stock, stock_cache, unused = decode(sharp_model_dir, one_row=False, steps=steps)
+    mine, cache, counting = decode(sharp_model_dir, one_row=True, steps=steps)
     assert unused.steps == 0
     assert counting.steps == steps  # one call a step
     for layer, theirs in zip(cache.layers, stock_cache.layers, strict=True):
