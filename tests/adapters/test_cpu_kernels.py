@@ -27,14 +27,16 @@ def kernels() -> Any:
 
 
 class Counting:
-    """The kernels, counting calls of `decode_row` (`steps`) and `gemv` (`rows`)."""
+    """The kernels, counting calls of `decode_row` (`steps`), `gemv` (`rows`) and `gemm_tiles`
+    (`tiles`)."""
 
     def __init__(self, ops: Any) -> None:
-        self.ops, self.steps, self.rows = ops, 0, 0
+        self.ops, self.steps, self.rows, self.tiles = ops, 0, 0, 0
 
     def __getattr__(self, name: str) -> Any:
         self.steps += name == "decode_row"
         self.rows += name == "gemv"
+        self.tiles += name == "gemm_tiles"
         return getattr(self.ops, name)
 
 
@@ -73,11 +75,84 @@ def test_the_gated_activation_rounds_as_torch_does(rows: int, inner: int, seed: 
     up = torch.randn(rows, inner, generator=generator).to(torch.bfloat16)
     want = torch.nn.functional.silu(gate) * up
     got = kernels().silu_mul(torch.cat([gate, up], dim=-1))
-    assert got.shape == want.shape and got.dtype == torch.bfloat16
+    assert got.shape == want.shape
+    assert got.dtype == torch.bfloat16
     steps = (got.view(torch.int16).int() - want.view(torch.int16).int()).abs()
     steps[got == want] = 0  # +0 and -0
     assert steps.max() <= 1
     assert (steps == 0).float().mean() >= 0.98
+
+
+def tiles() -> Any:
+    ops = cpu_kernels.tile_ops()
+    if ops is None:
+        pytest.skip("this CPU or process has no AMX BF16 tiles")
+    return ops
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 16),
+    blocks=st.integers(1, 10),
+    depth=st.integers(1, 4),
+    biased=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_the_tile_kernel_is_the_exact_product_rounded_to_bf16(
+    rows: int, blocks: int, depth: int, biased: bool, seed: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    out_features, in_features = 16 * blocks, 32 * depth
+    weight = torch.randn(out_features, in_features, generator=generator).to(torch.bfloat16)
+    x = torch.randn(rows, in_features, generator=generator).to(torch.bfloat16)
+    bias = torch.randn(out_features, generator=generator) if biased else None
+    exact = x.double() @ weight.double().T + (0 if bias is None else bias.double())
+    got = tiles().gemm_tiles(x, kernels().gemv_pack(weight), bias)
+    assert got.dtype == torch.bfloat16
+    assert got.shape == (rows, out_features)
+    scale = (x.double().abs() @ weight.double().abs().T).max().item()
+    error = (got.double() - exact).abs()
+    assert (error <= exact.abs() * 2**-8 + 1e-5 * scale + 1e-6).all()  # one bf16 rounding
+
+
+def test_the_tile_kernel_refuses_what_it_cannot_take() -> None:
+    ops = tiles()
+    packed = ops.gemv_pack(torch.randn(32, 64).to(torch.bfloat16))
+    assert ops.gemm_tiles(torch.randn(2, 3, 64).to(torch.bfloat16), packed, None).shape == (
+        2,
+        3,
+        32,
+    )
+    with pytest.raises(RuntimeError, match="1 to 16 rows"):
+        ops.gemm_tiles(torch.randn(17, 64).to(torch.bfloat16), packed, None)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        ops.gemm_tiles(
+            torch.randn(2, 48).to(torch.bfloat16),
+            ops.gemv_pack(torch.randn(32, 48).to(torch.bfloat16)),
+            None,
+        )
+
+
+def test_a_prepacked_linear_sends_2_to_16_rows_to_the_tiles() -> None:
+    from largeforge.adapters.hf.fast_linear import PrepackedLinear, linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 128).to(torch.bfloat16)
+    counting = Counting(tiles())
+    fast = PrepackedLinear(layer, batch_hint=4, gemv=kernels(), tiles=counting)
+    with torch.inference_mode():
+        for rows in (2, 16):
+            x = torch.randn(rows, 96).to(torch.bfloat16)
+            want = tiles().gemm_tiles(x, fast.vector_packed, fast.vector_bias)
+            assert torch.equal(fast(x), want)
+            assert torch.allclose(fast(x).float(), layer(x).float(), rtol=2e-2, atol=2e-2)
+        assert counting.tiles == 4
+        many = torch.randn(17, 96).to(torch.bfloat16)
+        assert torch.equal(fast(many), linear(many, fast.packed, fast.bias))  # oneDNN
+        assert counting.tiles == 4
+    shallow = PrepackedLinear(torch.nn.Linear(80, 64).to(torch.bfloat16), 4, kernels(), tiles())
+    assert shallow.vector_packed is not None  # the gemv takes it, the tiles do not
+    assert shallow.tile_kernels is None
 
 
 def test_gemv_keeps_leading_dimensions_and_refuses_what_it_cannot_take() -> None:

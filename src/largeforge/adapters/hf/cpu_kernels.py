@@ -8,8 +8,12 @@ own kernels. `LARGEFORGE_CPU_KERNELS=0` turns them off.
 
 - `gemv`, `gemv_pack`: one-row bf16 linear layers near the memory bandwidth (AVX-512 BF16),
   for the serving engine's batch-1 decode steps (`fast_linear.PrepackedLinear`).
-- `decode_layer`: a whole Llama decoder layer for one row in one call, over `gemv_pack`ed
-  projections and the batch's KV cache buffers (`decode_step.LlamaDecodeStep`).
+- `decode_row`: a whole one-row decode step of a Llama model in one call (every layer, the
+  final norm and the head) over `gemv_pack`ed projections and the batch's KV cache buffers
+  (`decode_step.LlamaDecodeStep`).
+- `gemm_tiles`: 2 to 16 rows of a bf16 linear on AMX tiles, over the same `gemv_pack`ed
+  weights (a batched decode step's linears), where the CPU has AMX and Linux grants the
+  process its tile state (`tile_ops`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ log = structlog.get_logger(__name__)
 
 GEMV_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512_bf16"})
 """CPU flags the gemv kernel's instructions need."""
+
+TILE_FLAGS = frozenset({"amx_tile", "amx_bf16"})
+"""CPU flags the `gemm_tiles` kernel needs, besides GEMV_FLAGS."""
 
 COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-fopenmp"]
 
@@ -70,6 +77,24 @@ def gemv_ops() -> Any | None:
         return None
     log.info("cpu_kernels", gemv=True, seconds=round(time.perf_counter() - started, 1))
     return torch.ops.largeforge_cpu
+
+
+@functools.cache
+def tile_ops() -> Any | None:
+    """`torch.ops.largeforge_cpu` where `gemm_tiles` may run: the kernels are built, the CPU
+    has AMX BF16 and Linux granted this process the tile state; None otherwise."""
+    ops = gemv_ops()
+    if ops is None:
+        return None
+    missing = sorted(TILE_FLAGS - cpu_flags())
+    if missing:
+        log.info("cpu_kernels", tiles=False, reason=f"the CPU lacks {', '.join(missing)}")
+        return None
+    if not ops.tiles_enable():
+        log.info("cpu_kernels", tiles=False, reason="Linux refused the AMX tile state")
+        return None
+    log.info("cpu_kernels", tiles=True)
+    return ops
 
 
 def _put_ninja_on_path() -> None:

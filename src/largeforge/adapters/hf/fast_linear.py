@@ -21,6 +21,11 @@ import torch
 
 log = structlog.get_logger(__name__)
 
+TILE_ROWS = 16
+"""Rows of x the AMX `gemm_tiles` kernel takes in one call."""
+TILE_DEPTH = 32
+"""`gemm_tiles` needs in_features a multiple of this (one tile step)."""
+
 
 def can_prepack(dtype: torch.dtype = torch.bfloat16, device: str = "cpu") -> bool:
     """Whether this torch build and CPU run oneDNN bf16 linears (bf16 on a CPU only)."""
@@ -53,10 +58,14 @@ class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
 
     With `gemv` (`cpu_kernels.gemv_ops()`), the weight is also kept in that kernel's layout and
     a single row (a batch-1 decode step) runs through it: nearer the memory bandwidth than
-    oneDNN's one-row path, at the cost of a second copy of the weight.
+    oneDNN's one-row path, at the cost of a second copy of the weight. With `tiles` as well
+    (`cpu_kernels.tile_ops()`), 2 to 16 rows (a batched decode step) run on AMX tiles over that
+    copy, again nearer the bandwidth than oneDNN; more rows (a prefill) go to oneDNN.
     """
 
-    def __init__(self, linear: torch.nn.Linear, batch_hint: int, gemv: Any = None) -> None:
+    def __init__(
+        self, linear: torch.nn.Linear, batch_hint: int, gemv: Any = None, tiles: Any = None
+    ) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
@@ -69,20 +78,34 @@ class PrepackedLinear(torch.nn.Module):  # type: ignore[misc]
             self.vector_packed = self._gemv.gemv_pack(linear.weight.detach().to(torch.bfloat16))
             if linear.bias is not None:
                 self.vector_bias = linear.bias.detach().float().contiguous()
+        fits = self._gemv is not None and linear.in_features % TILE_DEPTH == 0
+        self._tiles = tiles if fits else None
 
     @property
     def gemv_kernels(self) -> Any:
         """The CPU kernels (`cpu_kernels.gemv_ops()`) this layer's one-row calls use, or None."""
         return self._gemv
 
+    @property
+    def tile_kernels(self) -> Any:
+        """The CPU kernels (`cpu_kernels.tile_ops()`) this layer's 2- to 16-row calls use, or
+        None."""
+        return self._tiles
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor
         if self._gemv is not None and x.numel() == self.in_features:  # one row
-            out: torch.Tensor = self._gemv.gemv(x, self.vector_packed, self.vector_bias)
+            out = self._gemv.gemv(x, self.vector_packed, self.vector_bias)
+            return out
+        if self._tiles is not None and x.numel() <= TILE_ROWS * self.in_features:
+            out = self._tiles.gemm_tiles(x, self.vector_packed, self.vector_bias)
             return out
         return linear(x, self.packed, self.bias)
 
     def extra_repr(self) -> str:
-        kernels = "prepacked, gemv" if self._gemv is not None else "prepacked"
+        kernels = (
+            "prepacked" + (", gemv" if self._gemv else "") + (", tiles" if self._tiles else "")
+        )
         return f"in_features={self.in_features}, out_features={self.out_features}, {kernels}"
 
 
@@ -91,10 +114,10 @@ def gemv_fits(linear: torch.nn.Linear) -> bool:
     return bool(linear.out_features % 16 == 0 and linear.in_features % 2 == 0)
 
 
-def prepack_linears(model: Any, batch_hint: int, gemv: Any = None) -> int:
+def prepack_linears(model: Any, batch_hint: int, gemv: Any = None, tiles: Any = None) -> int:
     """Replace every plain bf16 `nn.Linear` of `model` by a `PrepackedLinear` (one-row calls
-    through `gemv` where given); returns how many were replaced. LoRA base layers (a
-    `base_layer` child of a PEFT layer) are kept."""
+    through `gemv`, 2 to 16 rows through `tiles`, where given); returns how many were
+    replaced. LoRA base layers (a `base_layer` child of a PEFT layer) are kept."""
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -105,6 +128,6 @@ def prepack_linears(model: Any, batch_hint: int, gemv: Any = None) -> int:
                 continue
             if name == "base_layer" and hasattr(parent, "lora_A"):
                 continue
-            setattr(parent, name, PrepackedLinear(child, batch_hint, gemv))
+            setattr(parent, name, PrepackedLinear(child, batch_hint, gemv, tiles))
             replaced += 1
     return replaced

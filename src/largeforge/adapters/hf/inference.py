@@ -206,7 +206,8 @@ def _load(
     quantized = getattr(model.config, "quantization_config", None) is not None
     if can_prepack(model.dtype, device) and not quantized:  # AWQ/GPTQ keep their kernels
         fused = 0 if adapters else fuse_projections(model)
-        prepacked = prepack_linears(model, batch_hint=batch_hint, gemv=cpu_kernels.gemv_ops())
+        kernels = {"gemv": cpu_kernels.gemv_ops(), "tiles": cpu_kernels.tile_ops()}
+        prepacked = prepack_linears(model, batch_hint=batch_hint, **kernels)
     return model, prepacked, fused
 
 
