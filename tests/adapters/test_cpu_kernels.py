@@ -40,6 +40,23 @@ class Counting:
         return getattr(self.ops, name)
 
 
+def assert_exact_product(
+    multiply: Any, rows: int, out_features: int, in_features: int, biased: bool, seed: int
+) -> None:
+    """`multiply(x, gemv_pack(weight), bias)` is the exact product rounded once to bf16."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out_features, in_features, generator=generator).to(torch.bfloat16)
+    x = torch.randn(rows, in_features, generator=generator).to(torch.bfloat16)
+    bias = torch.randn(out_features, generator=generator) if biased else None
+    exact = x.double() @ weight.double().T + (0 if bias is None else bias.double())
+    got = multiply(x, kernels().gemv_pack(weight), bias)
+    assert got.dtype == torch.bfloat16
+    assert got.shape == (rows, out_features)
+    scale = (x.double().abs() @ weight.double().abs().T).max().item()
+    error = (got.double() - exact).abs()
+    assert (error <= exact.abs() * 2**-8 + 1e-5 * scale + 1e-6).all()  # one bf16 rounding
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 4),
@@ -51,18 +68,7 @@ class Counting:
 def test_gemv_is_the_exact_product_rounded_to_bf16(
     rows: int, blocks: int, pairs: int, biased: bool, seed: int
 ) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    out_features, in_features = 16 * blocks, 2 * pairs
-    weight = torch.randn(out_features, in_features, generator=generator).to(torch.bfloat16)
-    x = torch.randn(rows, in_features, generator=generator).to(torch.bfloat16)
-    bias = torch.randn(out_features, generator=generator) if biased else None
-    exact = x.double() @ weight.double().T + (0 if bias is None else bias.double())
-    got = kernels().gemv(x, kernels().gemv_pack(weight), bias)
-    assert got.dtype == torch.bfloat16
-    assert got.shape == (rows, out_features)
-    scale = (x.double().abs() @ weight.double().abs().T).max().item()
-    error = (got.double() - exact).abs()
-    assert (error <= exact.abs() * 2**-8 + 1e-5 * scale + 1e-6).all()  # one bf16 rounding
+    assert_exact_product(kernels().gemv, rows, 16 * blocks, 2 * pairs, biased, seed)
 
 
 @settings(max_examples=30, deadline=None)
@@ -101,18 +107,7 @@ def tiles() -> Any:
 def test_the_tile_kernel_is_the_exact_product_rounded_to_bf16(
     rows: int, blocks: int, depth: int, biased: bool, seed: int
 ) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    out_features, in_features = 16 * blocks, 32 * depth
-    weight = torch.randn(out_features, in_features, generator=generator).to(torch.bfloat16)
-    x = torch.randn(rows, in_features, generator=generator).to(torch.bfloat16)
-    bias = torch.randn(out_features, generator=generator) if biased else None
-    exact = x.double() @ weight.double().T + (0 if bias is None else bias.double())
-    got = tiles().gemm_tiles(x, kernels().gemv_pack(weight), bias)
-    assert got.dtype == torch.bfloat16
-    assert got.shape == (rows, out_features)
-    scale = (x.double().abs() @ weight.double().abs().T).max().item()
-    error = (got.double() - exact).abs()
-    assert (error <= exact.abs() * 2**-8 + 1e-5 * scale + 1e-6).all()  # one bf16 rounding
+    assert_exact_product(tiles().gemm_tiles, rows, 16 * blocks, 32 * depth, biased, seed)
 
 
 def test_the_tile_kernel_refuses_what_it_cannot_take() -> None:

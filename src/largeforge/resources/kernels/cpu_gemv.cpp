@@ -138,24 +138,38 @@ const uint16_t* bf16_data(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
 }
 
-// x [..., K] bf16 with at most 4 rows; packed from `pack`; bias [N] fp32 or none.
-at::Tensor gemv(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias) {
+// `x` [..., K] bf16 with 1 to `max_rows` rows times a `pack`ed weight (+ bias [N] fp32 or
+// none) into [..., N] bf16: `blocks(rows, m, bias, y, begin, end)` computes the output blocks
+// [begin, end), split across torch's threads.
+template <typename Blocks>
+at::Tensor linear_rows(const char* name, const at::Tensor& x, const at::Tensor& packed,
+                       const std::optional<at::Tensor>& bias, int64_t max_rows,
+                       const Blocks& blocks) {
   check_packed(packed);
   const int64_t n = packed.size(0) * kBlock, k = packed.size(1) * 2;
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.size(-1) == k,
-              "gemv: x must be bfloat16 with ", k, " features");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.size(-1) == k, name,
+              ": x must be bfloat16 with ", k, " features");
   const at::Tensor rows = x.reshape({-1, k}).contiguous();
   const int64_t m = rows.size(0);
-  TORCH_CHECK(m >= 1 && m <= kMaxRows, "gemv: takes 1 to 4 rows, got ", m);
+  TORCH_CHECK(m >= 1 && m <= max_rows, name, ": takes 1 to ", max_rows, " rows, got ", m);
   const float* b = bias_data(bias, n);
   at::Tensor out = at::empty({m, n}, x.options());
   auto* y = reinterpret_cast<uint16_t*>(out.mutable_data_ptr<at::BFloat16>());
   at::parallel_for(0, packed.size(0), 1, [&](int64_t begin, int64_t end) {
-    gemv_range(bf16_data(rows), m, packed, b, y, begin, end);
+    blocks(bf16_data(rows), m, b, y, begin, end);
   });
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = n;
   return out.view(shape);
+}
+
+// x [..., K] bf16 with at most 4 rows; packed from `pack`; bias [N] fp32 or none.
+at::Tensor gemv(const at::Tensor& x, const at::Tensor& packed, const std::optional<at::Tensor>& bias) {
+  return linear_rows("gemv", x, packed, bias, kMaxRows,
+                     [&](const uint16_t* rows, int64_t m, const float* b, uint16_t* y,
+                         int64_t begin, int64_t end) {
+                       gemv_range(rows, m, packed, b, y, begin, end);
+                     });
 }
 
 // -- up to 16 rows on AMX tiles (`gemm_tiles`) ----------------------------------------------
@@ -267,25 +281,16 @@ __attribute__((target("amx-tile,amx-bf16"))) void tile_blocks(
 // none. Needs `tiles_enable()` to have returned true.
 at::Tensor gemm_tiles(const at::Tensor& x, const at::Tensor& packed,
                       const std::optional<at::Tensor>& bias) {
-  check_packed(packed);
   TORCH_CHECK(tiles_enable(), "gemm_tiles: this process may not use AMX tiles");
+  check_packed(packed);
   const int64_t n = packed.size(0) * kBlock, k = packed.size(1) * 2;
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.size(-1) == k,
-              "gemm_tiles: x must be bfloat16 with ", k, " features");
   TORCH_CHECK(k % kTileDepth == 0, "gemm_tiles: needs in_features a multiple of 32, got ", k);
-  const at::Tensor rows = x.reshape({-1, k}).contiguous();
-  const int64_t m = rows.size(0);
-  TORCH_CHECK(m >= 1 && m <= kTileRows, "gemm_tiles: takes 1 to 16 rows, got ", m);
-  const float* b = bias_data(bias, n);
-  at::Tensor out = at::empty({m, n}, x.options());
-  auto* y = reinterpret_cast<uint16_t*>(out.mutable_data_ptr<at::BFloat16>());
   const uint16_t* w = bf16_data(packed);
-  at::parallel_for(0, packed.size(0), 1, [&](int64_t begin, int64_t end) {
-    tile_blocks(bf16_data(rows), m, k, w, n, b, y, begin, end);
-  });
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = n;
-  return out.view(shape);
+  return linear_rows("gemm_tiles", x, packed, bias, kTileRows,
+                     [&](const uint16_t* rows, int64_t m, const float* b, uint16_t* y,
+                         int64_t begin, int64_t end) {
+                       tile_blocks(rows, m, k, w, n, b, y, begin, end);
+                     });
 }
 
 // -- a one-row decode step of a Llama model --------------------------------------------------
