@@ -47,7 +47,7 @@ def enabled() -> bool:
 
 @functools.cache
 def gemv_ops() -> Any | None:
-    """`torch.ops.largeforge_cpu` (`gemv`, `gemv_pack`, `decode_layer`), built and loaded on
+    """`torch.ops.largeforge_cpu` (`gemv`, `gemv_pack`, `decode_row`, ...), built and loaded on
     first call; None where the CPU lacks AVX-512 BF16, the kernels are off or the build failed."""
     if not enabled():
         log.info("cpu_kernels", gemv=False, reason="LARGEFORGE_CPU_KERNELS=0")
