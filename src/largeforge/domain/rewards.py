@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -40,9 +40,6 @@ class RewardKind(StrEnum):
     JSON_SCHEMA = "json_schema"
     LENGTH_PENALTY = "length_penalty"
 
-
-ANSWER_KINDS = frozenset({RewardKind.EXACT_ANSWER, RewardKind.NUMERIC_ANSWER})
-"""Rewards that compare with the row's reference answer."""
 
 _OPTIONS: dict[RewardKind, frozenset[str]] = {
     RewardKind.FORMAT: frozenset({"pattern"}),
@@ -70,7 +67,7 @@ class RewardSpec:
     tolerance: float = 1e-6
     schema: Mapping[str, Any] | bool | None = None
     max_chars: int | None = None
-    name: str = field(default="")
+    name: str = ""
 
     @property
     def label(self) -> str:
@@ -97,10 +94,12 @@ def reward_spec(raw: Any, where: str = "rewards[0]") -> RewardSpec:
     tolerance = _number(raw.get("tolerance", 1e-6), f"{where}.tolerance")
     if tolerance < 0:
         raise ConfigError(f"{where}.tolerance: must not be negative, got {tolerance}")
-    for key in ("pattern", "answer_pattern"):
-        if key in raw:
-            _compile(raw[key], f"{where}.{key}")
-    if "answer_pattern" in raw and re.compile(raw["answer_pattern"]).groups < 1:
+    if "pattern" in raw:
+        _compile(raw["pattern"], f"{where}.pattern")
+    if (
+        "answer_pattern" in raw
+        and _compile(raw["answer_pattern"], f"{where}.answer_pattern").groups < 1
+    ):
         raise ConfigError(f"{where}.answer_pattern: needs a group around the answer")
     schema = raw.get("schema")
     if kind is RewardKind.JSON_SCHEMA:
@@ -153,11 +152,11 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _compile(pattern: Any, where: str) -> None:
+def _compile(pattern: Any, where: str) -> re.Pattern[str]:
     if not isinstance(pattern, str):
         raise ConfigError(f"{where}: must be a regular expression string")
     try:
-        re.compile(pattern)
+        return re.compile(pattern)
     except re.error as exc:
         raise ConfigError(f"{where}: not a regular expression ({exc})") from None
 

@@ -29,6 +29,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -49,6 +50,12 @@ at::Tensor pack(const at::Tensor& weight) {
               "gemv pack: needs out_features a multiple of 16 and in_features even, got ", n,
               " x ", k);
   return weight.contiguous().view({n / kBlock, kBlock, k / 2, 2}).permute({0, 2, 1, 3}).contiguous();
+}
+
+// 16 fp32 outputs (+ their bias, where there is one) rounded to bf16 into row[column...].
+inline void store_outputs(__m512 value, const float* bias, int64_t column, uint16_t* row) {
+  if (bias != nullptr) value = _mm512_add_ps(value, _mm512_loadu_ps(bias + column));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + column), (__m256i)_mm512_cvtneps_pbh(value));
 }
 
 // Blocks [first, first + S) of y[M, n] = x[M, k] W^T (+ bias): bf16 in and out, fp32
@@ -85,11 +92,8 @@ void gemv_blocks(const int32_t* xs, const __m512i* w, int64_t pairs, int64_t n,
   }
   for (int r = 0; r < M; ++r) {
     for (int s = 0; s < S; ++s) {
-      const int64_t column = (first + s) * kBlock;
-      __m512 value = _mm512_add_ps(acc[r][s][0], acc[r][s][1]);
-      if (bias != nullptr) value = _mm512_add_ps(value, _mm512_loadu_ps(bias + column));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + r * n + column),
-                          (__m256i)_mm512_cvtneps_pbh(value));
+      store_outputs(_mm512_add_ps(acc[r][s][0], acc[r][s][1]), bias, (first + s) * kBlock,
+                    y + r * n);
     }
   }
 }
@@ -219,12 +223,8 @@ __attribute__((target("amx-tile,amx-bf16"))) void load_tile_config(int64_t m) {
 // Round m rows of 16 fp32 results (plus bias) to bf16 into y's columns of `block`.
 void store_tile_rows(const float* result, int64_t m, int64_t n, const float* bias, int64_t block,
                      uint16_t* y) {
-  const int64_t column = block * kBlock;
-  const __m512 b = bias == nullptr ? _mm512_setzero_ps() : _mm512_loadu_ps(bias + column);
   for (int64_t r = 0; r < m; ++r) {
-    const __m512 value = _mm512_add_ps(_mm512_loadu_ps(result + r * kBlock), b);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + r * n + column),
-                        (__m256i)_mm512_cvtneps_pbh(value));
+    store_outputs(_mm512_loadu_ps(result + r * kBlock), bias, block * kBlock, y + r * n);
   }
 }
 
@@ -497,6 +497,8 @@ at::Tensor decode_row(const at::Tensor& hidden, const at::Tensor& cos, const at:
                   final_norm.scalar_type() == at::kBFloat16 && final_norm.is_contiguous(),
               "decode_row: the final norm and the head do not fit the hidden size");
   const int64_t inner = gate_up[0].size(0) * kBlock / 2;
+  // Each layer's checked bias pointers (qkv, out, gate_up, down; null for none), read once.
+  std::vector<std::array<const float*, 4>> biases(layers);
   for (size_t i = 0; i < layers; ++i) {
     for (const auto* packed : {&qkv[i], &out_proj[i], &gate_up[i], &down[i]}) check_packed(*packed);
     const at::Tensor &keys = key_caches[i], &values = value_caches[i];
@@ -516,10 +518,8 @@ at::Tensor decode_row(const at::Tensor& hidden, const at::Tensor& cos, const at:
                       norm->is_contiguous(),
                   "decode_row: the norms must be contiguous bfloat16 rows of the hidden size");
     }
-    bias_at(qkv_bias, i, heads_width);
-    bias_at(out_bias, i, width);
-    bias_at(gate_up_bias, i, 2 * inner);
-    bias_at(down_bias, i, width);
+    biases[i] = {bias_at(qkv_bias, i, heads_width), bias_at(out_bias, i, width),
+                 bias_at(gate_up_bias, i, 2 * inner), bias_at(down_bias, i, width)};
   }
   const int64_t vocab = head.size(0) * kBlock;
   const float* vocab_bias = bias_data(head_bias, vocab);
@@ -542,7 +542,7 @@ at::Tensor decode_row(const at::Tensor& hidden, const at::Tensor& cos, const at:
     for (size_t i = 0; i < layers; ++i) {
       rms_norm(x.data(), bf16_data(norms_in[i]), width, static_cast<float>(eps), normed.data());
       auto [begin, end] = share(qkv[i].size(0), thread, team);
-      gemv_range(normed.data(), 1, qkv[i], bias_at(qkv_bias, i, heads_width), heads.data(), begin,
+      gemv_range(normed.data(), 1, qkv[i], biases[i][0], heads.data(), begin,
                  end);
 #pragma omp barrier
       for (int64_t g = 0; g < key_heads; ++g) {
@@ -571,18 +571,18 @@ at::Tensor decode_row(const at::Tensor& hidden, const at::Tensor& cos, const at:
       }
 #pragma omp barrier
       std::tie(begin, end) = share(out_proj[i].size(0), thread, team);
-      gemv_range(attended.data(), 1, out_proj[i], bias_at(out_bias, i, width), projected.data(),
+      gemv_range(attended.data(), 1, out_proj[i], biases[i][1], projected.data(),
                  begin, end);
 #pragma omp barrier
       add_rows(x.data(), projected.data(), width, mid.data());
       rms_norm(mid.data(), bf16_data(norms_mid[i]), width, static_cast<float>(eps), normed.data());
       std::tie(begin, end) = share(gate_up[i].size(0), thread, team);
-      gemv_range(normed.data(), 1, gate_up[i], bias_at(gate_up_bias, i, 2 * inner), gated.data(),
+      gemv_range(normed.data(), 1, gate_up[i], biases[i][2], gated.data(),
                  begin, end);
 #pragma omp barrier
       silu_times(gated.data(), gated.data() + inner, inner, act.data());
       std::tie(begin, end) = share(down[i].size(0), thread, team);
-      gemv_range(act.data(), 1, down[i], bias_at(down_bias, i, width), projected.data(), begin,
+      gemv_range(act.data(), 1, down[i], biases[i][3], projected.data(), begin,
                  end);
 #pragma omp barrier
       add_rows(mid.data(), projected.data(), width, x.data());
