@@ -193,14 +193,21 @@ def test_a_prepacked_linear_sends_one_row_through_the_gemv(monkeypatch: pytest.M
 @pytest.fixture(scope="module")
 def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with queries and keys scaled up, so that its attention is not nearly
-    uniform and the rotary angles change which keys it attends to."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    uniform and the rotary angles change which keys it attends to, and with random biases on
+    every projection (each reaches the kernel in its own slot)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.attention_bias = config.mlp_bias = True
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, config=config)
+    generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.q_proj.weight.mul_(4)
             layer.self_attn.k_proj.weight.mul_(4)
+            for name, bias in layer.named_parameters():
+                if name.endswith(".bias"):
+                    bias.copy_(0.2 * torch.randn(bias.shape, generator=generator))
     out = tmp_path_factory.mktemp("models") / "sharp-llama"
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
