@@ -207,7 +207,7 @@ def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
             layer.self_attn.k_proj.weight.mul_(4)
             for name, bias in layer.named_parameters():
                 if name.endswith(".bias"):
-                    bias.copy_(0.2 * torch.randn(bias.shape, generator=generator))
+                    bias.copy_(torch.randn(bias.shape, generator=generator))
     out = tmp_path_factory.mktemp("models") / "sharp-llama"
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
