@@ -12,7 +12,7 @@ test_decode_step.py). The 16-row decode forward of SmolLM2-135M went from 35 to 
 A one-row step without a mask (batch-1 decoding) goes further where LargeForge's CPU kernels
 are built (`cpu_kernels`) and every projection and the head have their weights: the whole
 step after the embedding and the rotary angles is one call of the `decode_row` kernel
-(batch-1 step 19-20 to 12-13 ms); its logits follow the flat step's within bf16 rounding
+(batch-1 step 19-20 to 10-10.5 ms); its logits follow the flat step's within bf16 rounding
 instead of bit for bit (tests/adapters/test_cpu_kernels.py).
 
 Built only for a model whose every part is the known shape (`for_model` checks each and
