@@ -106,6 +106,11 @@ class FakeModelTrainer:
 
     fail_with: BaseException | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    refuse_with: BaseException | None = None  # raised by `check_plan`
+
+    def check_plan(self, plan: TrainingPlan) -> None:
+        if self.refuse_with is not None:
+            raise self.refuse_with
 
     def train(
         self,
@@ -147,6 +152,9 @@ class FakePreferenceTrainer:
     0 to 0.5."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def check_plan(self, plan: TrainingPlan) -> None:
+        pass
 
     def train(
         self,

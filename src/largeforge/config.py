@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from largeforge.domain.errors import ConfigError
 from largeforge.domain.evaluation import parse_task
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
+from largeforge.domain.method_options import GrpoOptions, KtoOptions, OrpoOptions, SimpoOptions
+from largeforge.domain.rewards import reward_specs
 from largeforge.domain.training import (
     AdapterKind,
     DpoOptions,
@@ -41,7 +43,14 @@ class LoraSettings(_Strict):
 
 
 FormatName = Literal[
-    "alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text", "prompt"
+    "alpaca",
+    "sharegpt",
+    "messages",
+    "prompt_completion",
+    "preference",
+    "unpaired",
+    "text",
+    "prompt",
 ]
 
 
@@ -106,6 +115,64 @@ class DpoSettings(_Strict):
             loss_type=self.loss_type,
             precompute_ref_log_probs=self.precompute_ref_log_probs,
         )
+
+
+class KtoSettings(_Strict):
+    """KTO's option group (`kto:`; read only when `method: kto`)."""
+
+    beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference")
+    loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+    desirable_weight: float = Field(1.0, gt=0, description="weight of desirable completions")
+    undesirable_weight: float = Field(1.0, gt=0, description="weight of undesirable ones")
+
+    def to_options(self) -> KtoOptions:
+        return KtoOptions(**self.model_dump())
+
+
+class OrpoSettings(_Strict):
+    """ORPO's option group (`orpo:`; read only when `method: orpo`)."""
+
+    beta: float = Field(0.1, gt=0, description="weight of the odds-ratio term (the paper's lambda)")
+
+    def to_options(self) -> OrpoOptions:
+        return OrpoOptions(**self.model_dump())
+
+
+class SimpoSettings(_Strict):
+    """SimPO's option group (`simpo:`; read only when `method: simpo`)."""
+
+    beta: float = Field(2.0, gt=0, description="scale of the length-normalised margin")
+    gamma_beta_ratio: float = Field(0.5, ge=0, description="target margin over beta")
+    sft_weight: float = Field(0.0, ge=0, description="SFT loss on the chosen answer (CPO alpha)")
+
+    def to_options(self) -> SimpoOptions:
+        return SimpoOptions(**self.model_dump())
+
+
+class GrpoSettings(_Strict):
+    """GRPO's option group (`grpo:`; read only when `method: grpo`)."""
+
+    rewards: list[Any] = Field(
+        default_factory=list,
+        description="reward functions: {kind: format|exact_answer|numeric_answer|json_schema|"
+        "length_penalty, ...options, weight} or {kind: python, function: module:function}",
+    )
+    num_generations: int = Field(4, ge=2, description="completions sampled per prompt")
+    max_completion_length: int = Field(64, gt=0, description="tokens per completion")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    beta: float = Field(0.0, ge=0, description="KL coefficient (0: no reference model)")
+    epsilon: float = Field(0.2, gt=0, description="clipping of the policy ratio")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="divide advantages by the group's reward std, the batch's, or not"
+    )
+
+    def to_options(self) -> GrpoOptions:
+        data = self.model_dump()
+        raw = data.pop("rewards")
+        rewards = reward_specs(raw, "grpo.rewards") if raw else ()
+        return GrpoOptions(rewards=rewards, **data)
 
 
 class TrainingSettings(_Strict):
@@ -179,13 +246,21 @@ class RunConfig(_Strict):
     name: str | None = Field(None, description="run directory name (default: timestamped)")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     method: TrainingMethod = Field(
-        TrainingMethod.SFT, description="sft, or dpo on preference pairs"
+        TrainingMethod.SFT,
+        description="sft; dpo, orpo or simpo on preference pairs; kto on labelled completions "
+        "(or pairs); grpo on prompts with rewards",
     )
     adapter: AdapterKind = Field(
         AdapterKind.LORA, description="LoRA adapter, LoRA on a 4-bit base (CUDA), or full weights"
     )
     # Method option groups: one key per method that has options of its own.
     dpo: DpoSettings = Field(default_factory=DpoSettings, description="options of method: dpo")
+    kto: KtoSettings = Field(default_factory=KtoSettings, description="options of method: kto")
+    orpo: OrpoSettings = Field(default_factory=OrpoSettings, description="options of method: orpo")
+    simpo: SimpoSettings = Field(
+        default_factory=SimpoSettings, description="options of method: simpo"
+    )
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="options of method: grpo")
     merge: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -201,7 +276,14 @@ class RunConfig(_Strict):
         )
 
     def to_plan(self) -> TrainingPlan:
-        """The framework-free plan the `RunTraining` use case executes."""
+        """The framework-free plan the `RunTraining` use case executes; a `ConfigError` (one
+        line naming the key) when the settings do not fit together."""
+        try:
+            return self._plan()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _plan(self) -> TrainingPlan:
         t = self.training
         return TrainingPlan(
             model=self.model,
@@ -211,6 +293,10 @@ class RunConfig(_Strict):
             method=self.method,
             adapter=self.adapter,
             dpo=self.dpo.to_options(),
+            kto=self.kto.to_options(),
+            orpo=self.orpo.to_options(),
+            simpo=self.simpo.to_options(),
+            grpo=self.grpo.to_options(),
             lora=LoraSpec(
                 rank=self.lora.rank,
                 alpha=self.lora.alpha,

@@ -82,11 +82,16 @@ and the trainers honour between steps (re-exported so entrypoints name no adapte
 
 def _trainers(device: str) -> dict[TrainingMethod, ModelTrainer]:
     """The trainer adapter of each training method: one line per method."""
-    from largeforge.adapters.trl import dpo, sft  # they import torch only when training
+    # They import torch only when training.
+    from largeforge.adapters.trl import dpo, grpo, kto, reference_free, sft
 
     return {
         TrainingMethod.SFT: sft.TrlSftTrainer(device=device),
         TrainingMethod.DPO: dpo.TrlDpoTrainer(device=device),
+        TrainingMethod.KTO: kto.TrlKtoTrainer(device=device),
+        TrainingMethod.ORPO: reference_free.TrlReferenceFreeTrainer(TrainingMethod.ORPO, device),
+        TrainingMethod.SIMPO: reference_free.TrlReferenceFreeTrainer(TrainingMethod.SIMPO, device),
+        TrainingMethod.GRPO: grpo.TrlGrpoTrainer(device=device),
     }
 
 

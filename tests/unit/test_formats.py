@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from largeforge.domain import Conversation, Message, Role, SftExample
-from largeforge.domain.datasets import PreferencePair, PromptExample, TextExample
+from largeforge.domain.datasets import (
+    LabeledCompletion,
+    PreferencePair,
+    PromptExample,
+    TextExample,
+)
 from largeforge.domain.formats import (
     DatasetFormat,
     RowError,
@@ -32,6 +37,7 @@ SAMPLES: dict[DatasetFormat, dict[str, Any]] = {
     },
     DatasetFormat.PROMPT_COMPLETION: {"prompt": "hi", "completion": "yo"},
     DatasetFormat.PREFERENCE: {"prompt": "hi", "chosen": "yo", "rejected": "go away"},
+    DatasetFormat.UNPAIRED: {"prompt": "hi", "completion": "go away", "label": False},
     DatasetFormat.TEXT: {"text": "Once upon a time."},
     DatasetFormat.PROMPT: {"instruction": "Write a haiku about rain."},
 }
@@ -340,3 +346,56 @@ def test_a_prompt_emptied_by_cleaning_fails_validation() -> None:
     record = parse_row({"prompt": "\u200b"}, DatasetFormat.PROMPT)  # only a zero-width space
     with pytest.raises(RowError, match="empty prompt"):
         check_record(clean_record(record))
+
+
+@given(
+    label=st.sampled_from(
+        [(True, True), (False, False), (1, True), (0, False), ("true", True), (" FALSE ", False)]
+    ),
+    prompt=st.text(min_size=1).filter(str.strip),
+    completion=st.text(min_size=1).filter(str.strip),
+)
+def test_unpaired_rows_read_their_label(
+    label: tuple[Any, bool], prompt: str, completion: str
+) -> None:
+    raw, expected = label
+    record = parse_row(
+        {"prompt": prompt, "completion": completion, "label": raw}, DatasetFormat.UNPAIRED
+    )
+    assert record == LabeledCompletion(
+        (Message(Role.USER, prompt),), (Message(Role.ASSISTANT, completion),), expected
+    )
+
+
+@pytest.mark.parametrize("label", [2, "maybe", None, 0.5, [True]])
+def test_unpaired_row_with_a_bad_label_names_the_field(label: Any) -> None:
+    with pytest.raises(RowError, match="'label' must be true or false") as caught:
+        parse_row({"prompt": "q", "completion": "a", "label": label}, DatasetFormat.UNPAIRED)
+    assert caught.value.field == "label"
+
+
+def test_unpaired_row_without_a_label_is_not_detected_as_unpaired() -> None:
+    assert detect_row_format({"prompt": "q", "completion": "a"}) is DatasetFormat.PROMPT_COMPLETION
+    with pytest.raises(RowError, match="missing field 'label'"):
+        parse_row({"prompt": "q", "completion": "a"}, DatasetFormat.UNPAIRED)
+
+
+def test_unpaired_completion_must_be_a_non_empty_assistant_turn() -> None:
+    empty = parse_row({"prompt": "q", "completion": "  ", "label": True}, DatasetFormat.UNPAIRED)
+    with pytest.raises(RowError, match="empty 'completion'"):
+        check_record(empty)
+    user = parse_row(
+        {"prompt": "q", "completion": [{"role": "user", "content": "a"}], "label": True},
+        DatasetFormat.UNPAIRED,
+    )
+    with pytest.raises(RowError, match="'completion' must be assistant turns"):
+        check_record(user)
+
+
+def test_a_preference_pair_splits_into_one_desirable_and_one_undesirable_completion() -> None:
+    pair = parse_row(SAMPLES[DatasetFormat.PREFERENCE], DatasetFormat.PREFERENCE)
+    assert isinstance(pair, PreferencePair)
+    good, bad = LabeledCompletion.from_pair(pair)
+    assert (good.label, bad.label) == (True, False)
+    assert good.completion == pair.chosen and bad.completion == pair.rejected
+    assert good.prompt == bad.prompt == pair.prompt

@@ -139,6 +139,19 @@ def test_weighted_rewards_sum_each_reward_times_its_weight() -> None:
             [{"kind": "exact_answer"}, {"kind": "exact_answer"}],
             r"^rewards\[1\]\.name: another reward is already called 'exact_answer'",
         ),
+        ([{"kind": "python"}], r"^rewards\[0\]\.function: the python reward needs it"),
+        (
+            [{"kind": "python", "function": "my_rewards.reward"}],
+            r"^rewards\[0\]\.function: must be an import path 'package.module:function'",
+        ),
+        (
+            [{"kind": "python", "function": "a:b:c"}],
+            r"^rewards\[0\]\.function: must be an import path",
+        ),
+        (
+            [{"kind": "format", "pattern": "x", "function": "a:b"}],
+            r"^rewards\[0\]\.function: not an",
+        ),
     ],
 )
 def test_bad_reward_options_name_the_key(raw: Any, message: str) -> None:
@@ -149,5 +162,14 @@ def test_bad_reward_options_name_the_key(raw: Any, message: str) -> None:
 def test_every_kind_reads_with_its_required_options() -> None:
     required = {"format": {"pattern": "x"}, "json_schema": {"schema": {}}}
     required["length_penalty"] = {"max_chars": 5}
+    required["python"] = {"function": "my_rewards:reward"}
     for kind in RewardKind:
         assert reward_spec({"kind": kind.value, **required.get(kind.value, {})}).kind is kind
+
+
+def test_a_python_reward_is_labelled_by_its_function_and_not_scored_here() -> None:
+    spec = reward_spec({"kind": "python", "function": "pkg.rewards:brevity"})
+    assert spec.label == "brevity"
+    assert reward_spec({"kind": "python", "function": "m:f", "name": "mine"}).label == "mine"
+    with pytest.raises(ValueError, match="user function"):
+        score(spec, "text", None)

@@ -17,6 +17,7 @@ from largeforge.domain.datasets import (
     DatasetIssue,
     EncodedExample,
     IssueAction,
+    LabeledCompletion,
     PreferencePair,
     PromptExample,
     Record,
@@ -238,6 +239,8 @@ class _Accumulator:
                 conversations.append(record)
             elif isinstance(record, PreferencePair):
                 conversations += [SftExample(c) for c in record.as_conversations()]
+            elif isinstance(record, LabeledCompletion):
+                conversations.append(SftExample(record.as_conversation()))
         encoded = iter(self.encoder.encode_many(conversations))
         out: list[_Encoding] = []
         for record in records:
@@ -245,6 +248,8 @@ class _Accumulator:
                 out.append(next(encoded))
             elif isinstance(record, PreferencePair):
                 out.append((next(encoded), next(encoded)))
+            elif isinstance(record, LabeledCompletion):
+                out.append((next(encoded),))  # checked for length like a pair's side
             elif isinstance(record, PromptExample):
                 out.append(None)  # nothing to train on: refused by `_check`
             else:
@@ -262,7 +267,7 @@ class _Accumulator:
             )
         if encoded is None:
             return None
-        if isinstance(encoded, tuple):  # a preference pair: the longer side must fit
+        if isinstance(encoded, tuple):  # a pair (or a labelled completion): the longer side fits
             longest = max(encoded, key=lambda e: e.length)
             self.lengths.append(longest.length)
             if self.max_length and longest.length > self.max_length:

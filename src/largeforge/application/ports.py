@@ -48,8 +48,14 @@ class ModelTrainer(Protocol):
     """Trains a model directory by one `TrainingMethod` and writes its output under `run_dir`.
 
     `train` and `evaluation` hold the units the method consumes (encoded conversations for
-    SFT, preference pairs for DPO); the container maps each method to its trainer.
+    SFT, preference pairs for DPO, ORPO and SimPO, labelled completions for KTO, prompts for
+    GRPO); the container maps each method to its trainer.
     """
+
+    def check_plan(self, plan: TrainingPlan) -> None:
+        """Refuse, with a `ConfigError` naming the key, what this trainer cannot run, before
+        data or a model loads (GRPO imports the user's reward functions here)."""
+        ...
 
     def train(
         self,

@@ -17,12 +17,17 @@ from largeforge.application.ports import EncoderFactory
 from largeforge.domain.datasets import (
     Conversation,
     EncodedExample,
+    LabeledCompletion,
+    Message,
     PreferencePair,
+    PromptExample,
+    Record,
+    Role,
     SftExample,
     split_examples,
 )
 from largeforge.domain.errors import DatasetError
-from largeforge.domain.training import TrainingPlan, TrainingUnit
+from largeforge.domain.training import TrainingMethod, TrainingPlan, TrainingUnit, UnitKind
 from largeforge.domain.validation import DatasetPolicyError
 
 log = structlog.get_logger(__name__)
@@ -48,7 +53,9 @@ def prepare_run_data(
     """Validated training units: preference pairs for methods that train on pairs (DPO),
     encoded conversations for the others (SFT), split by the plan's seed. `on_reports` gets
     the datasets' reports before the policy is enforced (so a refused run keeps them)."""
-    encoder = encoders.for_model(model_dir, plan.train_on)
+    # Prompts are templated by the trainer, at generation: nothing to encode for GRPO.
+    prompts = plan.method.unit_kind is UnitKind.PROMPTS
+    encoder = None if prompts else encoders.for_model(model_dir, plan.train_on)
     prepared = [
         prepare.execute(spec, plan.validation, encoder, plan.max_length) for spec in plan.datasets
     ]
@@ -64,38 +71,126 @@ def prepare_run_data(
         log.error("dataset_policy_failed", reports=reports)
         raise
     mixed = mix(prepared, plan.seed)
-    units: tuple[TrainingUnit, ...]
-    pairs = tuple(r for r, _ in mixed if isinstance(r, PreferencePair))
-    if plan.method.trains_on_pairs:
-        if len(pairs) != len(mixed):
-            raise DatasetError(
-                f"method '{plan.method}' needs preference pairs (prompt/chosen/rejected); "
-                f"{len(mixed) - len(pairs)} of {len(mixed)} rows are not"
-            )
-        units = pairs
-    else:
-        if pairs:
-            raise DatasetError(
-                "preference pairs (prompt/chosen/rejected) train with `method: dpo`, not "
-                "SFT; give SFT data (alpaca, sharegpt, messages, prompt/completion or text)"
-            )
-        units = tuple(e for _, e in mixed if e is not None)
+    units = select_units(plan.method, mixed)
     train, val = split_examples(units, plan.val_size, plan.seed)
     return RunData(train, val)
+
+
+_WANTED = {
+    UnitKind.PAIRS: "preference pairs (prompt/chosen/rejected)",
+    UnitKind.LABELED: "labelled completions (prompt/completion/label) or preference pairs",
+    UnitKind.PROMPTS: "prompts (prompt, instruction or messages; an optional reference answer)",
+}
+
+
+def select_units(
+    method: TrainingMethod, mixed: Sequence[tuple[Record, EncodedExample | None]]
+) -> tuple[TrainingUnit, ...]:
+    """The units `method` trains on, from the mixed records; a `DatasetError` naming the field
+    the rows lack (and a row that lacks it) when they are not what the method needs."""
+    kind = method.unit_kind
+    units: list[TrainingUnit] = []
+    wrong: list[Record] = []
+    for record, encoded in mixed:
+        if kind is UnitKind.CONVERSATIONS:
+            if isinstance(record, PreferencePair | LabeledCompletion):
+                wrong.append(record)
+            elif encoded is not None:
+                units.append(encoded)
+        elif kind is UnitKind.PAIRS:
+            if isinstance(record, PreferencePair):
+                units.append(record)
+            else:
+                wrong.append(record)
+        elif kind is UnitKind.LABELED:
+            if isinstance(record, LabeledCompletion):
+                units.append(record)
+            elif isinstance(record, PreferencePair):
+                units.extend(LabeledCompletion.from_pair(record))
+            else:
+                wrong.append(record)
+        elif isinstance(record, PromptExample):
+            units.append(record)
+        elif isinstance(record, SftExample):
+            units.append(as_prompt(record))
+        else:
+            wrong.append(record)
+    if wrong:
+        raise DatasetError(_wrong_units(method, kind, wrong, len(mixed)))
+    if (
+        kind is UnitKind.LABELED
+        and len({u.label for u in units if isinstance(u, LabeledCompletion)}) < 2
+    ):
+        raise DatasetError(
+            "label: method 'kto' needs both desirable (label: true) and undesirable "
+            "(label: false) completions; every row has the same label"
+        )
+    return tuple(units)
+
+
+def _wrong_units(method: TrainingMethod, kind: UnitKind, wrong: list[Record], total: int) -> str:
+    first = wrong[0]
+    where = f" (first: {first.source})" if first.source else ""
+    if kind is UnitKind.CONVERSATIONS:
+        if isinstance(first, PreferencePair):
+            what = "preference pairs (prompt/chosen/rejected) train with `method: dpo`, `orpo`, "
+            what += "`simpo` or `kto`"
+        else:
+            what = "labelled completions (prompt/completion/label) train with `method: kto`"
+        return (
+            f"{len(wrong)} of {total} rows{where}: {what}, not {method}; give {method} "
+            "conversations (alpaca, sharegpt, messages, prompt/completion or text)"
+        )
+    field = {UnitKind.PAIRS: "chosen", UnitKind.LABELED: "label", UnitKind.PROMPTS: "prompt"}
+    return (
+        f"{field[kind]}: method '{method}' needs {_WANTED[kind]}; {len(wrong)} of {total} rows "
+        f"are {_kind_of(first)}{where}"
+    )
+
+
+def _kind_of(record: Record) -> str:
+    if isinstance(record, PreferencePair):
+        return "preference pairs"
+    if isinstance(record, LabeledCompletion):
+        return "labelled completions"
+    if isinstance(record, PromptExample):
+        return "prompts without answers"
+    if isinstance(record, SftExample):
+        return "conversations without labels"
+    return "plain text"
+
+
+def as_prompt(example: SftExample) -> PromptExample:
+    """A conversation as a prompt: its turns before the last assistant turn, that turn's text
+    the reference answer."""
+    messages = example.conversation.messages
+    return PromptExample(messages[:-1], messages[-1].content or None, source=example.source)
 
 
 def encoded_units(
     units: Sequence[TrainingUnit], encoders: EncoderFactory, train_on: str, model_dir: str
 ) -> list[EncodedExample]:
-    """Units as encoded conversations: SFT units as they are; a preference pair as its prompt
-    with the chosen answer (the answer training moved towards), with the plan's masks."""
+    """Units as encoded conversations, the answers training moved towards: SFT units as they
+    are; a preference pair's prompt with its chosen answer; a desirable labelled completion
+    (undesirable ones are left out); a prompt with its reference answer (prompts without one
+    are left out). With the plan's masks."""
     encoder = None
     encoded: list[EncodedExample] = []
     for unit in units:
         if isinstance(unit, EncodedExample):
             encoded.append(unit)
             continue
+        if isinstance(unit, PreferencePair):
+            answer = unit.chosen
+        elif isinstance(unit, LabeledCompletion):
+            if not unit.label:
+                continue
+            answer = unit.completion
+        elif unit.reference is None:
+            continue
+        else:
+            answer = (Message(Role.ASSISTANT, unit.reference),)
         encoder = encoder or encoders.for_model(model_dir, train_on)
-        conversation = Conversation(unit.prompt + unit.chosen)
+        conversation = Conversation(unit.prompt + answer)
         encoded.append(encoder.encode(SftExample(conversation, source=unit.source)))
     return encoded

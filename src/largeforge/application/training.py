@@ -24,7 +24,11 @@ from largeforge.application.ports import (
     TokenizerFactsReader,
 )
 from largeforge.application.splits import prepare_run_data
-from largeforge.domain.datasets import EncodedExample
+from largeforge.domain.datasets import (
+    EncodedExample,
+    LabeledCompletion,
+    PreferencePair,
+)
 from largeforge.domain.errors import ConfigError, LargeForgeError
 from largeforge.domain.fidelity import FidelityReport, TokenizerFacts
 from largeforge.domain.training import (
@@ -63,8 +67,12 @@ def units_fingerprint(units: tuple[TrainingUnit, ...]) -> str:
     for unit in units:
         if isinstance(unit, EncodedExample):
             digest.update(repr((unit.input_ids, unit.trainable)).encode())
-        else:
+        elif isinstance(unit, PreferencePair):
             digest.update(repr((unit.prompt, unit.chosen, unit.rejected)).encode())
+        elif isinstance(unit, LabeledCompletion):
+            digest.update(repr((unit.prompt, unit.completion, unit.label)).encode())
+        else:
+            digest.update(repr((unit.prompt, unit.reference, unit.metadata)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -107,7 +115,7 @@ class RunTraining:
         run_id: str | None = None,
     ) -> TrainingOutcome:
         """Run the plan to completion. Failures are recorded in the run, then re-raised."""
-        self._trainer_for(plan)
+        self._check(plan)
         run = TrainingRun(
             run_id=run_id or self.new_run_id(),
             plan=plan,
@@ -123,7 +131,7 @@ class RunTraining:
         Refuses when the plan or the prepared data differ from the original run's, unless
         `force`.
         """
-        self._trainer_for(plan)
+        self._check(plan)
         run = self._store.load(run_id)
         if run.state is RunState.SUCCEEDED:
             raise ConfigError(f"run {run_id} already succeeded; nothing to resume")
@@ -147,6 +155,10 @@ class RunTraining:
             valid = ", ".join(sorted(m.value for m in self._trainers))
             raise ConfigError(f"no trainer for method '{plan.method}'; available: {valid}")
         return trainer
+
+    def _check(self, plan: TrainingPlan) -> None:
+        """The method has a trainer, and the trainer takes the plan (before data or model)."""
+        self._trainer_for(plan).check_plan(plan)
 
     def _run(self, run: TrainingRun, run_dir: str, *, resume: bool, force: bool) -> TrainingOutcome:
         plan = run.plan

@@ -106,6 +106,31 @@ class PreferencePair:
 
 
 @dataclass(frozen=True, slots=True)
+class LabeledCompletion:
+    """One completion of a prompt, labelled desirable (`True`) or not: KTO's unpaired rows.
+
+    A preference pair gives two of them (`from_pair`): its chosen side desirable, its rejected
+    side not.
+    """
+
+    prompt: tuple[Message, ...]
+    completion: tuple[Message, ...]
+    label: bool
+    source: str = ""
+
+    @staticmethod
+    def from_pair(pair: PreferencePair) -> tuple[LabeledCompletion, LabeledCompletion]:
+        """(chosen as desirable, rejected as undesirable), both from the pair's row."""
+        return (
+            LabeledCompletion(pair.prompt, pair.chosen, True, pair.source),
+            LabeledCompletion(pair.prompt, pair.rejected, False, pair.source),
+        )
+
+    def as_conversation(self) -> Conversation:
+        return Conversation(self.prompt + self.completion)
+
+
+@dataclass(frozen=True, slots=True)
 class PromptExample:
     """A prompt without an answer to train on: seed tasks, evaluation prompts, GRPO prompts.
 
@@ -133,7 +158,7 @@ class TextExample:
     source: str = ""
 
 
-Record = SftExample | PreferencePair | TextExample | PromptExample
+Record = SftExample | PreferencePair | TextExample | PromptExample | LabeledCompletion
 """Anything a dataset row can become."""
 
 

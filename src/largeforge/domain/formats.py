@@ -15,6 +15,7 @@ from typing import Any
 
 from largeforge.domain.datasets import (
     Conversation,
+    LabeledCompletion,
     Message,
     PreferencePair,
     PromptExample,
@@ -45,6 +46,8 @@ class DatasetFormat(StrEnum):
     PROMPT_COMPLETION = "prompt_completion"
     PREFERENCE = "preference"
     TEXT = "text"
+    UNPAIRED = "unpaired"
+    """KTO's unpaired rows: `prompt`, `completion` and a boolean `label` (desirable or not)."""
     PROMPT = "prompt"
     """Prompts without answers: Alpaca rows without `output`, `{"prompt": ...}` alone, or
     messages ending with a user turn; `reference`, `answer` or `output` is a reference answer."""
@@ -85,6 +88,8 @@ def detect_row_format(row: Mapping[str, Any]) -> DatasetFormat | None:
         return DatasetFormat.PROMPT
     if "instruction" in keys or ("output" in keys and "completion" not in keys):
         return DatasetFormat.ALPACA
+    if {"prompt", "completion", "label"} <= keys:
+        return DatasetFormat.UNPAIRED
     if {"prompt", "completion"} <= keys:
         return DatasetFormat.PROMPT_COMPLETION
     if "prompt" in keys:
@@ -292,11 +297,35 @@ def parse_preference(row: Mapping[str, Any]) -> PreferencePair:
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
 
 
+_LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
+def parse_unpaired(row: Mapping[str, Any]) -> LabeledCompletion:
+    """`prompt` + `completion` (strings or messages) + `label`: true for a desirable
+    completion, false for an undesirable one (1/0 and "true"/"false", as CSV files hold it)."""
+    for name in ("prompt", "completion", "label"):
+        if name not in row:
+            raise RowError(f"missing field '{name}'", name, kind="missing_field")
+    prompt = _messages_or_text(row["prompt"], "prompt", Role.USER)
+    completion = _messages_or_text(row["completion"], "completion", Role.ASSISTANT)
+    return LabeledCompletion(prompt, completion, _label(row["label"]))
+
+
+def _label(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABEL_TEXT:
+        return _LABEL_TEXT[value.strip().lower()]
+    raise RowError(f"'label' must be true or false, got {value!r}", "label", kind="wrong_type")
+
+
 REFERENCE_FIELDS = ("reference", "answer", "output")
 """Fields read as a prompt's reference answer, first found wins."""
 
 _PROMPT_FIELDS = {"prompt", "instruction", "input", "system", "messages", "conversations",
-                  "completion", "chosen", "rejected", *REFERENCE_FIELDS}  # fmt: skip
+                  "completion", "chosen", "rejected", "label", *REFERENCE_FIELDS}  # fmt: skip
 
 
 def parse_prompt(row: Mapping[str, Any]) -> PromptExample:
@@ -382,6 +411,7 @@ PARSERS: dict[DatasetFormat, Callable[[Mapping[str, Any]], Record]] = {
     DatasetFormat.MESSAGES: parse_messages,
     DatasetFormat.PROMPT_COMPLETION: parse_prompt_completion,
     DatasetFormat.PREFERENCE: parse_preference,
+    DatasetFormat.UNPAIRED: parse_unpaired,
     DatasetFormat.TEXT: parse_text,
     DatasetFormat.PROMPT: parse_prompt,
 }

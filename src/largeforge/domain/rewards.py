@@ -13,6 +13,11 @@ problem, before a model loads). Each built-in scores one completion:
 - `json_schema`: 1.0 when the answer is JSON (the stripped text or one fenced block) that
   satisfies `schema`, else 0.0.
 - `length_penalty`: 0.0 up to `max_chars` characters, then down linearly to -1.0 at twice that.
+- `python`: the user's own function, `function: package.module:name`. It is called with
+  keyword arguments `completions` (the texts), `prompts` (the prompts' messages), `reference`
+  (one reference answer or None per completion) and the rows' other columns, and returns one
+  float (or None) per completion. The import and the signature are checked before a model
+  loads (`largeforge.adapters.system.user_functions`).
 
 The answer is the whole stripped completion, or with `answer_pattern` the first group of its
 last match (`<answer>(.*?)</answer>`, say); no match scores 0.0. A row without a reference
@@ -39,6 +44,7 @@ class RewardKind(StrEnum):
     NUMERIC_ANSWER = "numeric_answer"
     JSON_SCHEMA = "json_schema"
     LENGTH_PENALTY = "length_penalty"
+    PYTHON = "python"
 
 
 _OPTIONS: dict[RewardKind, frozenset[str]] = {
@@ -47,12 +53,15 @@ _OPTIONS: dict[RewardKind, frozenset[str]] = {
     RewardKind.NUMERIC_ANSWER: frozenset({"answer_pattern", "tolerance"}),
     RewardKind.JSON_SCHEMA: frozenset({"answer_pattern", "schema"}),
     RewardKind.LENGTH_PENALTY: frozenset({"max_chars"}),
+    RewardKind.PYTHON: frozenset({"function"}),
 }
 _REQUIRED: dict[RewardKind, frozenset[str]] = {
     RewardKind.FORMAT: frozenset({"pattern"}),
     RewardKind.JSON_SCHEMA: frozenset({"schema"}),
     RewardKind.LENGTH_PENALTY: frozenset({"max_chars"}),
+    RewardKind.PYTHON: frozenset({"function"}),
 }
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +77,16 @@ class RewardSpec:
     schema: Mapping[str, Any] | bool | None = None
     max_chars: int | None = None
     name: str = ""
+    function: str | None = None  # `module:function` of a python reward
 
     @property
     def label(self) -> str:
-        """The name its metrics go under (`name`, else the kind)."""
-        return self.name or self.kind.value
+        """The name its metrics go under (`name`, else the kind, else the function's name)."""
+        if self.name:
+            return self.name
+        if self.kind is RewardKind.PYTHON and self.function:
+            return self.function.rpartition(":")[2]
+        return self.kind.value
 
 
 def reward_spec(raw: Any, where: str = "rewards[0]") -> RewardSpec:
@@ -117,6 +131,11 @@ def reward_spec(raw: Any, where: str = "rewards[0]") -> RewardSpec:
     name = raw.get("name", "")
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
+    function = raw.get("function")
+    if function is not None and (not isinstance(function, str) or not _IMPORT_PATH.match(function)):
+        raise ConfigError(
+            f"{where}.function: must be an import path 'package.module:function', got {function!r}"
+        )
     return RewardSpec(
         kind=kind,
         weight=weight,
@@ -127,6 +146,7 @@ def reward_spec(raw: Any, where: str = "rewards[0]") -> RewardSpec:
         schema=schema,
         max_chars=max_chars,
         name=name,
+        function=function,
     )
 
 
@@ -183,7 +203,9 @@ def extract_answer(completion: str, answer_pattern: str | None) -> str | None:
 
 
 def score(spec: RewardSpec, completion: str, reference: str | None) -> float:
-    """One reward of one completion (unweighted)."""
+    """One reward of one completion (unweighted); a python reward is its adapter's to call."""
+    if spec.kind is RewardKind.PYTHON:
+        raise ValueError(f"reward {spec.label!r} is a user function: call it through its adapter")
     if spec.kind is RewardKind.FORMAT:
         assert spec.pattern is not None
         return float(re.search(spec.pattern, completion.strip(), re.DOTALL) is not None)

@@ -8,15 +8,31 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal, TypeVar
 
-from largeforge.domain.datasets import EncodedExample, PreferencePair
+from largeforge.domain.datasets import (
+    EncodedExample,
+    LabeledCompletion,
+    PreferencePair,
+    PromptExample,
+)
 from largeforge.domain.errors import InvalidTransitionError
 from largeforge.domain.formats import DatasetSpec
+from largeforge.domain.method_options import GrpoOptions, KtoOptions, OrpoOptions, SimpoOptions
 from largeforge.domain.validation import ValidationPolicy
 
 _E = TypeVar("_E", bound=StrEnum)
 
-TrainingUnit = EncodedExample | PreferencePair
-"""What a trainer consumes: an encoded conversation (SFT) or a preference pair (DPO)."""
+TrainingUnit = EncodedExample | PreferencePair | LabeledCompletion | PromptExample
+"""What a trainer consumes: an encoded conversation (SFT), a preference pair (DPO, ORPO,
+SimPO), a labelled completion (KTO) or a prompt (GRPO)."""
+
+
+class UnitKind(StrEnum):
+    """The training units a method consumes."""
+
+    CONVERSATIONS = "conversations"
+    PAIRS = "pairs"
+    LABELED = "labeled completions"
+    PROMPTS = "prompts"
 
 
 class TrainingMethod(StrEnum):
@@ -24,11 +40,26 @@ class TrainingMethod(StrEnum):
 
     SFT = "sft"  # supervised fine-tuning on conversations
     DPO = "dpo"  # direct preference optimisation on prompt/chosen/rejected pairs
+    KTO = "kto"  # Kahneman-Tversky optimisation on completions labelled desirable or not
+    ORPO = "orpo"  # odds-ratio preference optimisation (SFT + preference, no reference)
+    SIMPO = "simpo"  # simple preference optimisation (length-normalised, no reference)
+    GRPO = "grpo"  # group relative policy optimisation on prompts with verifiable rewards
+
+    @property
+    def unit_kind(self) -> UnitKind:
+        """What the method trains on."""
+        if self in (TrainingMethod.DPO, TrainingMethod.ORPO, TrainingMethod.SIMPO):
+            return UnitKind.PAIRS
+        if self is TrainingMethod.KTO:
+            return UnitKind.LABELED
+        if self is TrainingMethod.GRPO:
+            return UnitKind.PROMPTS
+        return UnitKind.CONVERSATIONS
 
     @property
     def trains_on_pairs(self) -> bool:
         """Whether the method consumes preference pairs rather than encoded conversations."""
-        return self is TrainingMethod.DPO
+        return self.unit_kind is UnitKind.PAIRS
 
     @property
     def can_pack(self) -> bool:
@@ -119,6 +150,10 @@ class TrainingPlan:
     method: TrainingMethod = TrainingMethod.SFT
     adapter: AdapterKind = AdapterKind.LORA
     dpo: DpoOptions = field(default_factory=DpoOptions)
+    kto: KtoOptions = field(default_factory=KtoOptions)
+    orpo: OrpoOptions = field(default_factory=OrpoOptions)
+    simpo: SimpoOptions = field(default_factory=SimpoOptions)
+    grpo: GrpoOptions = field(default_factory=GrpoOptions)
     max_steps: int = 30
     epochs: float = 1.0
     batch_size: int = 4
@@ -164,6 +199,29 @@ class TrainingPlan:
             raise ValueError(
                 f"packing applies to SFT only: set packing to false or 'auto' for {self.method}"
             )
+        self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        """What the chosen method needs of the other settings."""
+        kto_kl = self.method is TrainingMethod.KTO and self.kto.loss_type == "kto"
+        if kto_kl and self.batch_size < 2:
+            raise ValueError(
+                "training.batch_size: KTO estimates its KL term from the other rows of a "
+                "batch; use a batch size of at least 2"
+            )
+        if self.method is TrainingMethod.GRPO:
+            if not self.grpo.rewards:
+                raise ValueError(
+                    "grpo.rewards: GRPO needs at least one reward (format, exact_answer, "
+                    "numeric_answer, json_schema, length_penalty or python)"
+                )
+            completions = self.batch_size * self.gradient_accumulation_steps
+            if completions % self.grpo.num_generations:
+                raise ValueError(
+                    f"training.batch_size: batch_size x gradient_accumulation_steps "
+                    f"({completions} completions a step) must be a multiple of "
+                    f"grpo.num_generations ({self.grpo.num_generations})"
+                )
 
     @property
     def effective_batch_size(self) -> int:
@@ -261,6 +319,14 @@ class StepMetrics:
     peak_memory_mb: float | None = None
     mfu: float | None = None
     trainable_tokens: int | None = None  # cumulative label tokens that carried loss
+    kl: float | None = None  # KL to the reference (KTO, GRPO)
+    reward: float | None = None  # GRPO: mean weighted reward of the step's completions
+    reward_std: float | None = None  # GRPO: its spread
+    eval_reward: float | None = None  # GRPO: mean reward on the eval prompts
+    eval_reward_std: float | None = None
+    # GRPO: each reward's mean (and eval mean) by label, as (label, mean) pairs
+    rewards: tuple[tuple[str, float], ...] = ()
+    eval_rewards: tuple[tuple[str, float], ...] = ()
 
     def as_dict(self) -> dict[str, float | int]:
         """The fields that were measured (None fields are left out)."""
@@ -278,7 +344,14 @@ class StepMetrics:
             "peak_memory_mb": self.peak_memory_mb,
             "mfu": self.mfu,
             "trainable_tokens": self.trainable_tokens,
+            "kl": self.kl,
+            "reward": self.reward,
+            "reward_std": self.reward_std,
+            "eval_reward": self.eval_reward,
+            "eval_reward_std": self.eval_reward_std,
         }
+        items |= {f"reward/{label}": value for label, value in self.rewards}
+        items |= {f"eval_reward/{label}": value for label, value in self.eval_rewards}
         return {k: v for k, v in items.items() if v is not None}
 
 
@@ -295,6 +368,8 @@ class TrainingResult:
     eval_examples: int
     eval_reward_margin_before: float | None = None
     eval_reward_margin_after: float | None = None
+    eval_reward_before: float | None = None  # GRPO: mean reward on the eval prompts
+    eval_reward_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from largeforge.domain.datasets import (
     Conversation,
     DatasetIssue,
     IssueAction,
+    LabeledCompletion,
     Message,
     PreferencePair,
     PromptExample,
@@ -133,6 +134,14 @@ def check_record(record: Record, *, require_tool_results: bool = True) -> None:
             )
     elif isinstance(record, PromptExample):
         check_prompt_turns(record.prompt)
+    elif isinstance(record, LabeledCompletion):
+        check_turns(Conversation((*record.prompt, Message(Role.ASSISTANT, "x"))), "prompt")
+        if any(m.role is not Role.ASSISTANT for m in record.completion):
+            raise RowError(
+                "'completion' must be assistant turns", "completion", kind="bad_turn_order"
+            )
+        if not "".join(m.content for m in record.completion).strip():
+            raise RowError("empty 'completion'", "completion", kind="empty_assistant")
     elif not record.text.strip():
         raise RowError("empty text", "text", kind="empty_field")
 
@@ -153,6 +162,12 @@ def clean_record(record: Record) -> Record:
             prompt=_clean_messages(record.prompt),
             chosen=_clean_messages(record.chosen),
             rejected=_clean_messages(record.rejected),
+        )
+    if isinstance(record, LabeledCompletion):
+        return replace(
+            record,
+            prompt=_clean_messages(record.prompt),
+            completion=_clean_messages(record.completion),
         )
     if isinstance(record, PromptExample):
         reference = None if record.reference is None else clean_text(record.reference)
@@ -176,6 +191,11 @@ def dedupe_key(record: Record, mode: Dedupe) -> str:
         ]
     elif isinstance(record, PromptExample):
         parts = [[m.role.value, m.content] for m in record.prompt]
+    elif isinstance(record, LabeledCompletion):
+        parts = [
+            [[m.role.value, m.content] for m in side] for side in (record.prompt, record.completion)
+        ]
+        parts.append(record.label)
     else:
         parts = [record.text]
     key = json.dumps(parts, ensure_ascii=False)

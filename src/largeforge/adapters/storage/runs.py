@@ -15,6 +15,7 @@ import yaml
 
 from largeforge.domain.errors import ConfigError, LargeForgeError
 from largeforge.domain.formats import DatasetFormat, DatasetSpec
+from largeforge.domain.method_options import GrpoOptions, KtoOptions, OrpoOptions, SimpoOptions
 from largeforge.domain.training import (
     DpoOptions,
     LoraSpec,
@@ -69,8 +70,16 @@ def run_from_dict(data: Mapping[str, Any]) -> TrainingRun:
     for legacy in ("beta", "precompute_ref_log_probs"):  # run.json before the `dpo` group
         if f"dpo_{legacy}" in plan_data:
             dpo[legacy] = plan_data.pop(f"dpo_{legacy}")
+    kto = KtoOptions(**plan_data.pop("kto", None) or {})
+    orpo = OrpoOptions(**plan_data.pop("orpo", None) or {})
+    simpo = SimpoOptions(**plan_data.pop("simpo", None) or {})
+    grpo = GrpoOptions.from_dict(plan_data.pop("grpo", None) or {})
     plan = TrainingPlan(
         **plan_data,
+        kto=kto,
+        orpo=orpo,
+        simpo=simpo,
+        grpo=grpo,
         datasets=datasets,
         validation=validation,
         lora=LoraSpec(**lora_data),

@@ -58,6 +58,9 @@ class TrlDpoTrainer:
     def __init__(self, device: str = "auto") -> None:
         self._device = device
 
+    def check_plan(self, plan: TrainingPlan) -> None:
+        """Nothing beyond the plan's own checks."""
+
     @stack.stop_wins
     def train(
         self,

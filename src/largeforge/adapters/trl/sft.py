@@ -45,6 +45,9 @@ class TrlSftTrainer:
     def __init__(self, device: str = "auto") -> None:
         self._device = device
 
+    def check_plan(self, plan: TrainingPlan) -> None:
+        """Nothing beyond the plan's own checks."""
+
     @stack.stop_wins
     def train(
         self,
