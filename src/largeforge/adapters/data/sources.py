@@ -19,16 +19,19 @@ BUNDLED = {
     SAMPLE_DATASET: "sample_chat.jsonl",
     "sample-preferences": "sample_preferences.jsonl",
     "sample-tools": "sample_tools.jsonl",
+    "sample-unpaired": "sample_unpaired.jsonl",
+    "sample-arithmetic": "sample_arithmetic.jsonl",
 }
-"""Bundled datasets by name: the chat sample, preference pairs derived from it, and tool-use
-conversations over eight tools (`scripts/make_tool_sample.py`; held out: `tools` eval set)."""
+"""Bundled datasets by name: the chat sample, preference pairs derived from it, tool-use
+conversations over eight tools (`scripts/make_tool_sample.py`; held out: `tools` eval set),
+KTO's labelled completions from the pairs and GRPO's arithmetic prompts with reference answers
+(`scripts/build_sample_rl.py`)."""
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
 
 
 def sample_dataset_path(name: str = SAMPLE_DATASET) -> Path:
-    """Path of a bundled dataset (`sample`, `sample-preferences`, `sample-tools`) inside the
-    installed package."""
+    """Path of a bundled dataset (a name of `BUNDLED`) inside the installed package."""
     return Path(str(resources.files("largeforge.resources.data") / BUNDLED[name]))
 
 

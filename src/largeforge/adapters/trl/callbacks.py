@@ -77,6 +77,13 @@ class MetricsForwarder(TrainerCallback):  # type: ignore[misc]
             trainable_tokens=(
                 self._trainable_tokens() if self._trainable_tokens and "loss" in logs else None
             ),
+            kl=_float(logs.get("kl", logs.get("eval_kl"))),
+            reward=_float(logs.get("reward")),
+            reward_std=_float(logs.get("reward_std")),
+            eval_reward=_float(logs.get("eval_reward")),
+            eval_reward_std=_float(logs.get("eval_reward_std")),
+            rewards=per_reward(logs, "rewards/"),
+            eval_rewards=per_reward(logs, "eval_rewards/"),
         )
         if "loss" in logs:
             self.latest = metrics
@@ -117,6 +124,8 @@ class ProgressBar(TrainerCallback):  # type: ignore[misc]
         latest = self._metrics.latest
         if latest is not None:
             postfix = {"loss": f"{latest.loss:.3f}" if latest.loss is not None else "-"}
+            if latest.reward is not None:
+                postfix["reward"] = f"{latest.reward:.3f}"
             if latest.learning_rate is not None:
                 postfix["lr"] = f"{latest.learning_rate:.2e}"
             if latest.tokens_per_second is not None:
@@ -140,6 +149,15 @@ def peak_memory_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KB on Linux
+
+
+def per_reward(logs: dict[str, Any], prefix: str) -> tuple[tuple[str, float], ...]:
+    """GRPO's mean of each reward function (`rewards/<name>/mean`), by name."""
+    return tuple(
+        (key[len(prefix) : -len("/mean")], float(value))
+        for key, value in sorted(logs.items())
+        if key.startswith(prefix) and key.endswith("/mean")
+    )
 
 
 def _float(value: Any) -> float | None:

@@ -69,4 +69,6 @@ def fit(
         eval_examples=eval_n,
         eval_reward_margin_before=before.get("eval_rewards/margins"),
         eval_reward_margin_after=after.get("eval_rewards/margins"),
+        eval_reward_before=before.get("eval_reward"),
+        eval_reward_after=after.get("eval_reward"),
     )

@@ -4,6 +4,7 @@ prompt/chosen/rejected rows as DPO."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class TrlReferenceFreeTrainer:
         device, model, tokenizer = stack.setup(self._device, model_dir, plan)
         from datasets import Dataset  # after setup: it names a missing stack with the fix
 
+        # TRL warns on every import from `trl.experimental`; the docs say these two are.
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         work_dir = Path(run_dir) / "checkpoints"
         if self._method is TrainingMethod.ORPO:
             from trl.experimental.orpo import ORPOConfig, ORPOTrainer

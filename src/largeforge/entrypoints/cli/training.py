@@ -101,6 +101,11 @@ def run_training(
                 f"  eval reward margin: {_fmt(result.eval_reward_margin_before)} -> "
                 f"{_fmt(result.eval_reward_margin_after)}"
             )
+        if result.eval_reward_after is not None:
+            print(
+                f"  eval reward: {_fmt(result.eval_reward_before)} -> "
+                f"{_fmt(result.eval_reward_after)}"
+            )
         kind = "model" if outcome.run.plan.adapter.writes_whole_model else "adapter"
         print(f"  {kind}: {result.adapter_dir}")
     if outcome.run.merged_dir:
