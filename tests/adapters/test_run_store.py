@@ -110,3 +110,62 @@ def test_a_run_json_from_before_the_dpo_group_still_loads() -> None:
     plan = run_from_dict(data).plan
     assert plan.dpo == DpoOptions(beta=0.25, precompute_ref_log_probs=True)
     assert plan.method is TrainingMethod.DPO
+
+
+def test_each_method_option_group_round_trips_with_its_run() -> None:
+    from largeforge.domain.method_options import (
+        GrpoOptions,
+        KtoOptions,
+        OrpoOptions,
+        SimpoOptions,
+    )
+    from largeforge.domain.rewards import reward_specs
+
+    rewards = reward_specs(
+        [
+            {"kind": "numeric_answer", "answer_pattern": "<a>(.*)</a>", "weight": 2.0},
+            {"kind": "json_schema", "schema": {"type": "object", "required": ["x"]}},
+            {"kind": "python", "function": "pkg.mod:score", "name": "mine"},
+        ]
+    )
+    plan = TrainingPlan(
+        model="m",
+        datasets=(DatasetSpec("d"),),
+        method=TrainingMethod.GRPO,
+        batch_size=8,
+        kto=KtoOptions(0.2, "apo_zero_unpaired", 1.2, 0.8),
+        orpo=OrpoOptions(0.3),
+        simpo=SimpoOptions(2.5, 0.3, 0.1),
+        grpo=GrpoOptions(rewards, 8, 32, 0.8, 0.95, 0.04, 0.25, "grpo", "none"),
+    )
+    run = TrainingRun("run-1", plan, created_at=T0)
+    loaded = run_from_dict(json.loads(json.dumps(run_to_dict(run))))
+    assert loaded == run
+    assert loaded.plan.grpo.rewards[0].kind.value == "numeric_answer"
+
+
+def test_a_reward_run_reports_its_reward_curves(tmp_path: Path) -> None:
+    store = FilesystemRunStore(tmp_path)
+    run = finished_run()
+    store.create(run, {})
+    for step, reward in [(1, 0.1), (2, 0.3), (3, 0.5)]:
+        store.append_metrics(
+            run.run_id,
+            StepMetrics(
+                step=step,
+                loss=0.1,
+                reward=reward,
+                reward_std=0.2,
+                kl=0.01 * step,
+                rewards=(("numeric_answer", reward),),
+            ),
+        )
+    text = Path(store.write_report(run)).read_text()
+    assert "![rewards](rewards.png)" in text
+    assert (tmp_path / run.run_id / "rewards.png").read_bytes().startswith(b"\x89PNG")
+    lines = (tmp_path / run.run_id / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["reward/numeric_answer"] == 0.5
+    sft = finished_run("run-2")
+    store.create(sft, {})
+    store.append_metrics(sft.run_id, StepMetrics(step=1, loss=1.0))
+    assert "rewards.png" not in Path(store.write_report(sft)).read_text()

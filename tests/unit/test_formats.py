@@ -397,5 +397,6 @@ def test_a_preference_pair_splits_into_one_desirable_and_one_undesirable_complet
     assert isinstance(pair, PreferencePair)
     good, bad = LabeledCompletion.from_pair(pair)
     assert (good.label, bad.label) == (True, False)
-    assert good.completion == pair.chosen and bad.completion == pair.rejected
+    assert good.completion == pair.chosen
+    assert bad.completion == pair.rejected
     assert good.prompt == bad.prompt == pair.prompt

@@ -132,4 +132,5 @@ def test_an_unknown_reward_function_is_refused_by_the_real_command(
     assert [x for x in result.stderr.splitlines() if x.startswith("error:")] == [
         f"error: {CASES[1][2]}"
     ]
-    assert "trainer_ready" not in result.stderr and "Loading weights" not in result.stderr
+    assert "trainer_ready" not in result.stderr
+    assert "Loading weights" not in result.stderr

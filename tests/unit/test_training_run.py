@@ -199,7 +199,10 @@ def test_methods_and_adapters_are_enums_and_strings_become_them() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"method": "ppo"}, "method must be one of 'sft', 'dpo', 'kto', 'orpo', 'simpo', 'grpo', got 'ppo'"),
+        (
+            {"method": "ppo"},
+            "method must be one of 'sft', 'dpo', 'kto', 'orpo', 'simpo', 'grpo', got 'ppo'",
+        ),
         ({"adapter": "half"}, "adapter must be one of 'lora', 'qlora', 'full', got 'half'"),
         ({"method": "dpo", "packing": True}, "packing applies to SFT only"),
     ],
