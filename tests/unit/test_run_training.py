@@ -372,3 +372,19 @@ def test_a_tokenizer_without_readable_facts_fails_nothing(
     assert outcome.run.state is RunState.SUCCEEDED
     names = {name for run_id, name in fakes["store"].documents if run_id == "no-facts"}
     assert names == {"data_report.json"}  # no record, so no check
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_the_trainer_refuses_its_plan_before_data_or_a_model_is_touched(
+    container: Any, fakes: dict[str, Any], resume: bool
+) -> None:
+    fakes["trainer"].refuse_with = ConfigError("grpo.rewards[0].function: no module named 'x'")
+    use_case = container.run_training()
+    with pytest.raises(ConfigError, match="no module named 'x'"):
+        if resume:
+            use_case.resume("run-anything", plan_for(container))
+        else:
+            use_case.execute(plan_for(container))
+    assert fakes["store"].runs == {}  # no run was recorded: nothing was tried
+    assert fakes["encoders"].requests == []  # no tokenizer, no data
+    assert fakes["trainer"].calls == []
