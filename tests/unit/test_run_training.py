@@ -380,11 +380,10 @@ def test_the_trainer_refuses_its_plan_before_data_or_a_model_is_touched(
 ) -> None:
     fakes["trainer"].refuse_with = ConfigError("grpo.rewards[0].function: no module named 'x'")
     use_case = container.run_training()
+    run = use_case.resume if resume else use_case.execute
+    args = ("run-anything", plan_for(container)) if resume else (plan_for(container),)
     with pytest.raises(ConfigError, match="no module named 'x'"):
-        if resume:
-            use_case.resume("run-anything", plan_for(container))
-        else:
-            use_case.execute(plan_for(container))
+        run(*args)
     assert fakes["store"].runs == {}  # no run was recorded: nothing was tried
     assert fakes["encoders"].requests == []  # no tokenizer, no data
     assert fakes["trainer"].calls == []
