@@ -7,6 +7,7 @@ These wrappers hand the built-ins and the user's functions the completions' text
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,8 +61,6 @@ def _builtin(spec: RewardSpec) -> Callable[..., list[float | None]]:
 def _user(spec: RewardSpec) -> Callable[..., list[float | None]]:
     assert spec.function is not None
     function = import_function(spec.function, spec.label)
-    import inspect
-
     try:
         takes_any = any(
             p.kind is inspect.Parameter.VAR_KEYWORD
