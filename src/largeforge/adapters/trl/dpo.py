@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from largeforge.adapters.system.device import DeviceInfo
-from largeforge.adapters.trl import compact_head, recipe, stack
+from largeforge.adapters.trl import compact_head
 from largeforge.adapters.trl.arguments import common_arguments
-from largeforge.application.ports import MetricsCallback
+from largeforge.adapters.trl.method_trainer import TrlMethodTrainer
 from largeforge.domain.datasets import PreferencePair
 from largeforge.domain.errors import TrainingError
-from largeforge.domain.training import TrainingPlan, TrainingResult, TrainingUnit
+from largeforge.domain.training import TrainingPlan, TrainingUnit
 
 
 def to_preference_row(pair: PreferencePair) -> dict[str, list[dict[str, str]]]:
@@ -52,41 +52,18 @@ def dpo_head_outputs(trainer: Any) -> tuple[str, ...]:
     return (*outputs, "log_sum_sq_probs") if getattr(trainer, "use_weighting", False) else outputs
 
 
-class TrlDpoTrainer:
+class TrlDpoTrainer(TrlMethodTrainer):
     """`ModelTrainer` for `TrainingMethod.DPO` over TRL (options from the plan's `dpo` group)."""
 
-    def __init__(self, device: str = "auto") -> None:
-        self._device = device
+    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+        return [to_preference_row(p) for p in pairs(units)]
 
-    def check_plan(self, plan: TrainingPlan) -> None:
-        """Nothing beyond the plan's own checks."""
-
-    @stack.stop_wins
-    def train(
-        self,
-        plan: TrainingPlan,
-        model_dir: str,
-        train: Sequence[TrainingUnit],
-        evaluation: Sequence[TrainingUnit],
-        run_dir: str,
-        on_metrics: MetricsCallback,
-        resume: bool = False,
-    ) -> TrainingResult:
-        device, model, tokenizer = stack.setup(self._device, model_dir, plan)
-        from datasets import Dataset  # after setup: it names a missing stack with the fix
+    def parts(
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+    ) -> tuple[type, Any, dict[str, Any]]:
         from trl import DPOConfig, DPOTrainer
 
-        train_ds = Dataset.from_list([to_preference_row(p) for p in pairs(train)])
-        eval_ds = Dataset.from_list([to_preference_row(p) for p in pairs(evaluation)])
-        args = DPOConfig(**dpo_arguments(plan, device, Path(run_dir) / "checkpoints"))
-        trainer = recipe.trainer_class(DPOTrainer)(
-            model=model,
-            ref_model=None,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds if len(eval_ds) else None,
-            processing_class=tokenizer,
-            peft_config=stack.peft_config(plan),
-        )
+        return DPOTrainer, DPOConfig(**dpo_arguments(plan, device, work_dir)), {"ref_model": None}
+
+    def prepare(self, trainer: Any) -> None:
         compact_head.install(trainer.model, dpo_head_outputs(trainer))
-        return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)

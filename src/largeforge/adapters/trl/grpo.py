@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from largeforge.adapters.system.device import DeviceInfo
-from largeforge.adapters.trl import recipe, stack
 from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.adapters.trl.grpo_rewards import check_rewards, reward_functions
-from largeforge.application.ports import MetricsCallback
+from largeforge.adapters.trl.method_trainer import TrlMethodTrainer
 from largeforge.domain.datasets import PromptExample
 from largeforge.domain.errors import TrainingError
-from largeforge.domain.training import TrainingPlan, TrainingResult, TrainingUnit
+from largeforge.domain.training import TrainingPlan, TrainingUnit
 
 
 def prompts(units: Sequence[TrainingUnit]) -> list[PromptExample]:
@@ -68,42 +67,20 @@ def grpo_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> di
     }
 
 
-class TrlGrpoTrainer:
+class TrlGrpoTrainer(TrlMethodTrainer):
     """`ModelTrainer` for `TrainingMethod.GRPO` over TRL (options from the plan's `grpo` group)."""
-
-    def __init__(self, device: str = "auto") -> None:
-        self._device = device
 
     def check_plan(self, plan: TrainingPlan) -> None:
         """Import and check the user's reward functions before data or model loads."""
         check_rewards(plan.grpo.rewards)
 
-    @stack.stop_wins
-    def train(
-        self,
-        plan: TrainingPlan,
-        model_dir: str,
-        train: Sequence[TrainingUnit],
-        evaluation: Sequence[TrainingUnit],
-        run_dir: str,
-        on_metrics: MetricsCallback,
-        resume: bool = False,
-    ) -> TrainingResult:
-        rewards = reward_functions(plan.grpo.rewards)
-        device, model, tokenizer = stack.setup(self._device, model_dir, plan)
-        from datasets import Dataset  # after setup: it names a missing stack with the fix
+    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+        return [to_prompt_row(p) for p in prompts(units)]
+
+    def parts(
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+    ) -> tuple[type, Any, dict[str, Any]]:
         from trl import GRPOConfig, GRPOTrainer
 
-        train_ds = Dataset.from_list([to_prompt_row(p) for p in prompts(train)])
-        eval_ds = Dataset.from_list([to_prompt_row(p) for p in prompts(evaluation)])
-        args = GRPOConfig(**grpo_arguments(plan, device, Path(run_dir) / "checkpoints"))
-        trainer = recipe.trainer_class(GRPOTrainer)(
-            model=model,
-            reward_funcs=rewards,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds if len(eval_ds) else None,
-            processing_class=tokenizer,
-            peft_config=stack.peft_config(plan),
-        )
-        return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
+        config = GRPOConfig(**grpo_arguments(plan, device, work_dir))
+        return GRPOTrainer, config, {"reward_funcs": reward_functions(plan.grpo.rewards)}

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from largeforge.adapters.system.device import DeviceInfo
-from largeforge.adapters.trl import recipe, stack
 from largeforge.adapters.trl.arguments import common_arguments
-from largeforge.application.ports import MetricsCallback
+from largeforge.adapters.trl.method_trainer import TrlMethodTrainer
 from largeforge.domain.datasets import LabeledCompletion
 from largeforge.domain.errors import TrainingError
-from largeforge.domain.training import TrainingPlan, TrainingResult, TrainingUnit
+from largeforge.domain.training import TrainingPlan, TrainingUnit
 
 
 def labeled(units: Sequence[TrainingUnit]) -> list[LabeledCompletion]:
@@ -48,40 +47,15 @@ def kto_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dic
     }
 
 
-class TrlKtoTrainer:
+class TrlKtoTrainer(TrlMethodTrainer):
     """`ModelTrainer` for `TrainingMethod.KTO` over TRL (options from the plan's `kto` group)."""
 
-    def __init__(self, device: str = "auto") -> None:
-        self._device = device
+    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+        return [to_unpaired_row(u) for u in labeled(units)]
 
-    def check_plan(self, plan: TrainingPlan) -> None:
-        """Nothing beyond the plan's own checks."""
-
-    @stack.stop_wins
-    def train(
-        self,
-        plan: TrainingPlan,
-        model_dir: str,
-        train: Sequence[TrainingUnit],
-        evaluation: Sequence[TrainingUnit],
-        run_dir: str,
-        on_metrics: MetricsCallback,
-        resume: bool = False,
-    ) -> TrainingResult:
-        device, model, tokenizer = stack.setup(self._device, model_dir, plan)
-        from datasets import Dataset  # after setup: it names a missing stack with the fix
+    def parts(
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+    ) -> tuple[type, Any, dict[str, Any]]:
         from trl import KTOConfig, KTOTrainer
 
-        train_ds = Dataset.from_list([to_unpaired_row(u) for u in labeled(train)])
-        eval_ds = Dataset.from_list([to_unpaired_row(u) for u in labeled(evaluation)])
-        args = KTOConfig(**kto_arguments(plan, device, Path(run_dir) / "checkpoints"))
-        trainer = recipe.trainer_class(KTOTrainer)(
-            model=model,
-            ref_model=None,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds if len(eval_ds) else None,
-            processing_class=tokenizer,
-            peft_config=stack.peft_config(plan),
-        )
-        return recipe.fit(trainer, tokenizer, plan, device, run_dir, on_metrics, resume)
+        return KTOTrainer, KTOConfig(**kto_arguments(plan, device, work_dir)), {"ref_model": None}
