@@ -204,3 +204,46 @@ def test_the_option_groups_reach_trl(tmp_path: Path) -> None:
     )
     assert got == (8, 48, 0.7, 0.9, 0.04, 0.3, "grpo", "batch", [2.0])
     assert grpo.per_device_eval_batch_size % 8 == 0
+
+
+def test_grpo_renders_prompts_with_their_tools_and_scores_calls(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A prompt that offers tools is rendered as `serve` renders it (SmolLM2's template ignores
+    `tools=`: the hermes block in the system prompt), and the `tool_call` reward scores the
+    answers in that format."""
+    from transformers import AutoTokenizer
+
+    from largeforge.adapters.hf.prompts import TokenizerCodec
+    from largeforge.adapters.trl.grpo import PromptRenderer, TrlGrpoTrainer
+    from largeforge.domain.tools import ToolSpec
+
+    tool = ToolSpec("get_time", "The time in a city", {"type": "object", "properties": {}})
+    prompts = [
+        PromptExample(
+            user(f"Time in city {i}?"), '[{"name": "get_time", "arguments": {}}]', tools=(tool,)
+        )
+        for i in range(6)
+    ] + [PromptExample(user("Say hi"), "[]")] * 2
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = TrlGrpoTrainer("cpu")
+    rows = trainer.rows(prompts, tokenizer)
+    assert isinstance(PromptRenderer(tokenizer), TokenizerCodec)
+    assert all(isinstance(r["prompt"], str) for r in rows)  # one kind of row per dataset
+    assert '"name": "get_time"' in rows[0]["prompt"]
+    assert rows[0]["prompt"].endswith("<|im_start|>assistant\n")
+    assert rows[0]["tool_names"] == ["get_time"]
+    assert "get_time" not in rows[-1]["prompt"]
+    assert rows[-1]["tool_names"] == []
+    options = GrpoOptions(
+        rewards=(reward_spec({"kind": "tool_call"}),), num_generations=4, max_completion_length=8
+    )
+    plan = tiny_plan(method="grpo", grpo=options, max_steps=2, logging_steps=1, val_size=0.0)
+    metrics: list[StepMetrics] = []
+    result = trainer.train(plan, str(tiny_model_dir), prompts, [], str(tmp_path), metrics.append)
+    assert result.steps == 2
+    logged = [m for m in metrics if m.loss is not None]
+    # A step is one prompt's 4 answers, and a random model makes no call: 0.0 where a call
+    # was due, 1.0 where none was.
+    assert all(dict(m.rewards).keys() == {"tool_call"} for m in logged)
+    assert all(dict(m.rewards)["tool_call"] in (0.0, 1.0) for m in logged)

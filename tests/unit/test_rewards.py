@@ -171,5 +171,43 @@ def test_a_python_reward_is_labelled_by_its_function_and_not_scored_here() -> No
     spec = reward_spec({"kind": "python", "function": "pkg.rewards:brevity"})
     assert spec.label == "brevity"
     assert reward_spec({"kind": "python", "function": "m:f", "name": "mine"}).label == "mine"
-    with pytest.raises(ValueError, match="user function"):
+    with pytest.raises(ValueError, match="computed by its adapter"):
         score(spec, "text", None)
+
+
+CALL = '[{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}]'
+
+
+@pytest.mark.parametrize(
+    ("reference", "made", "expected"),
+    [
+        (CALL, [("get_weather", '{"days": 2, "city": "Paris"}')], 1.0),  # key order is free
+        (CALL, [("get_weather", '{"city": "Rome", "days": 2}')], 0.5),  # right function
+        (CALL, [("get_time", '{"city": "Paris"}')], 0.0),
+        (CALL, [], 0.0),
+        (CALL, [("get_weather", '{"city": "Paris", "days": 2}')] * 2, 0.0),  # one call too many
+        ("[]", [], 1.0),  # no call was right, and none was made
+        ("[]", [("get_weather", "{}")], 0.0),
+        (
+            '{"name": "get_time", "arguments": "{\\"tz\\": \\"UTC\\"}"}',
+            [("get_time", '{"tz":"UTC"}')],
+            1.0,
+        ),
+        ("not json", [], 0.0),
+        ('[{"arguments": {}}]', [], 0.0),
+        (None, [], 0.0),
+    ],
+)
+def test_tool_call_reward_scores_made_calls_against_the_reference(
+    reference: str | None, made: list[tuple[str, str]], expected: float
+) -> None:
+    from largeforge.domain.eval_matching import MadeCall
+    from largeforge.domain.rewards import tool_call_score
+
+    assert tool_call_score(reference, [MadeCall(n, a) for n, a in made]) == expected
+
+
+def test_tool_call_reward_reads_with_no_options() -> None:
+    assert reward_spec({"kind": "tool_call"}).label == "tool_call"
+    with pytest.raises(ConfigError, match=r"rewards\[0\]\.pattern: not an option of the tool_call"):
+        reward_spec({"kind": "tool_call", "pattern": "x"})

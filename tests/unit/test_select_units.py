@@ -80,3 +80,38 @@ def test_sft_takes_the_encodings_and_refuses_pairs_and_labels_naming_the_method_
         select_units(TrainingMethod.SFT, [(SFT, ENCODED), (PAIR, None)])
     with pytest.raises(DatasetError, match=r"\(first: u:1\).*train with `method: kto`"):
         select_units(TrainingMethod.SFT, [(GOOD, None)])
+
+
+def test_a_conversation_whose_answer_calls_tools_gives_grpo_its_calls_and_tools() -> None:
+    import json
+
+    from largeforge.domain.formats import DatasetFormat, parse_row
+
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    row = {
+        "tools": [tool],
+        "messages": [
+            {"role": "user", "content": "Time in Oslo?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_time", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+        ],
+    }
+    record = parse_row(row, DatasetFormat.MESSAGES)
+    (prompt,) = select_units(TrainingMethod.GRPO, [(record, None)])
+    assert isinstance(prompt, PromptExample)
+    assert [t.name for t in prompt.tools] == ["get_time"]
+    assert json.loads(prompt.reference or "") == [
+        {"name": "get_time", "arguments": {"city": "Oslo"}}
+    ]
+    as_prompt_row = parse_row({"prompt": "Time in Oslo?", "tools": [tool]}, DatasetFormat.PROMPT)
+    assert isinstance(as_prompt_row, PromptExample)
+    assert [t.name for t in as_prompt_row.tools] == ["get_time"]

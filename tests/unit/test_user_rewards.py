@@ -134,3 +134,20 @@ def test_builtin_rewards_score_the_text_of_conversational_completions() -> None:
     assert numeric(completions=completions) == [0.0, 0.0]  # no reference column
     assert (numeric.__name__, fmt.__name__) == ("numeric_answer", "only_number")
     assert text_of("plain") == "plain"
+
+
+def test_the_tool_call_reward_parses_answers_as_serving_does() -> None:
+    (reward,) = reward_functions([reward_spec({"kind": "tool_call"})], tool_format="hermes")
+    call = '<tool_call>\n{"name": "get_time", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    other = '<tool_call>\n{"name": "get_time", "arguments": {"city": "Rome"}}\n</tool_call>'
+    unknown = '<tool_call>\n{"name": "rm_rf", "arguments": {}}\n</tool_call>'
+    expected = '[{"name": "get_time", "arguments": {"city": "Oslo"}}]'
+    scores = reward(
+        completions=[call, other, "It is noon.", unknown, "No call needed."],
+        reference=[expected, expected, expected, "[]", "[]"],
+        tool_names=[["get_time"]] * 5,
+    )
+    # Right call; right function, wrong argument; no call; a function the prompt never
+    # offered is not a call (so no call was made, which was right); no call, right.
+    assert scores == [1.0, 0.5, 0.0, 1.0, 1.0]
+    assert reward.__name__ == "tool_call"

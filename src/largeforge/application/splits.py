@@ -6,6 +6,7 @@ both see the same rows with the same loss masks (checked by the data fingerprint
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,10 +162,16 @@ def _kind_of(record: Record) -> str:
 
 
 def as_prompt(example: SftExample) -> PromptExample:
-    """A conversation as a prompt: its turns before the last assistant turn, that turn's text
-    the reference answer."""
+    """A conversation as a prompt with its tools: its turns before the last assistant turn;
+    that turn's text the reference answer, or its calls when it makes some (as a JSON list of
+    `{"name", "arguments"}`, what the `tool_call` reward reads)."""
     messages = example.conversation.messages
-    return PromptExample(messages[:-1], messages[-1].content or None, source=example.source)
+    last = messages[-1]
+    reference = last.content or None
+    if last.tool_calls:
+        calls = [{"name": c.name, "arguments": c.arguments_value()} for c in last.tool_calls]
+        reference = json.dumps(calls, ensure_ascii=False)
+    return PromptExample(messages[:-1], reference, source=example.source, tools=example.tools)
 
 
 def encoded_units(

@@ -136,13 +136,17 @@ class PromptExample:
 
     `prompt` is a conversation that ends with a user turn (checked by
     `largeforge.domain.validation.check_record`); `reference` an optional reference answer;
-    `metadata` any other string fields of the row (an id, a category).
+    `metadata` any other string fields of the row (an id, a category); `tools` the functions the
+    prompt offers.
     """
 
     prompt: tuple[Message, ...]
     reference: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
     source: str = ""
+    tools: tuple[
+        ToolSpec, ...
+    ] = ()  # offered to the model with the prompt (rendered, never trained)
 
     @property
     def task(self) -> str:

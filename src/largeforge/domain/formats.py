@@ -325,7 +325,8 @@ REFERENCE_FIELDS = ("reference", "answer", "output")
 """Fields read as a prompt's reference answer, first found wins."""
 
 _PROMPT_FIELDS = {"prompt", "instruction", "input", "system", "messages", "conversations",
-                  "completion", "chosen", "rejected", "label", *REFERENCE_FIELDS}  # fmt: skip
+                  "completion", "chosen", "rejected", "label", "tools",
+                  *REFERENCE_FIELDS}  # fmt: skip
 
 
 def parse_prompt(row: Mapping[str, Any]) -> PromptExample:
@@ -363,7 +364,9 @@ def parse_prompt(row: Mapping[str, Any]) -> PromptExample:
             "prompt",
             kind="missing_field",
         )
-    example = PromptExample(messages, reference, _metadata(row))
+    example = PromptExample(
+        messages, reference, _metadata(row), tools=parse_tools(row.get("tools"))
+    )
     check_prompt_turns(example.prompt, field)
     return example
 

@@ -13,6 +13,14 @@ problem, before a model loads). Each built-in scores one completion:
 - `json_schema`: 1.0 when the answer is JSON (the stripped text or one fenced block) that
   satisfies `schema`, else 0.0.
 - `length_penalty`: 0.0 up to `max_chars` characters, then down linearly to -1.0 at twice that.
+- `tool_call`: the calls the answer makes (in the model's tool-call format, parsed as serving
+  parses them) against the calls the row's reference names, a JSON list of
+  `{"name", "arguments"}` (one object for one call; `[]` when no call is right). 1.0 when they
+  are equal (the same functions, arguments equal as JSON values, in any order), 0.5 when the
+  right functions are called with other arguments, else 0.0. A row whose prompt carries tools is
+  rendered with them, as `serve` renders a request's `tools`; a conversation whose last turn
+  makes calls gives those calls as the reference. The parsing is its adapter's
+  (`largeforge.adapters.trl.grpo_rewards`).
 - `python`: the user's own function, `function: package.module:name`. It is called with
   keyword arguments `completions` (the texts), `prompts` (the prompts' messages), `reference`
   (one reference answer or None per completion) and the rows' other columns, and returns one
@@ -26,6 +34,7 @@ scores 0.0 on the answer rewards. `weighted_rewards` applies each reward's `weig
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -34,7 +43,14 @@ from enum import StrEnum
 from typing import Any
 
 from largeforge.domain.errors import ConfigError
-from largeforge.domain.eval_matching import MatchKind, match_text, normalize
+from largeforge.domain.eval_matching import (
+    ExpectedCall,
+    MadeCall,
+    MatchKind,
+    match_text,
+    normalize,
+    score_calls,
+)
 from largeforge.domain.schema_check import unsupported_keywords
 
 
@@ -44,6 +60,7 @@ class RewardKind(StrEnum):
     NUMERIC_ANSWER = "numeric_answer"
     JSON_SCHEMA = "json_schema"
     LENGTH_PENALTY = "length_penalty"
+    TOOL_CALL = "tool_call"
     PYTHON = "python"
 
 
@@ -53,6 +70,7 @@ _OPTIONS: dict[RewardKind, frozenset[str]] = {
     RewardKind.NUMERIC_ANSWER: frozenset({"answer_pattern", "tolerance"}),
     RewardKind.JSON_SCHEMA: frozenset({"answer_pattern", "schema"}),
     RewardKind.LENGTH_PENALTY: frozenset({"max_chars"}),
+    RewardKind.TOOL_CALL: frozenset(),
     RewardKind.PYTHON: frozenset({"function"}),
 }
 _REQUIRED: dict[RewardKind, frozenset[str]] = {
@@ -203,9 +221,10 @@ def extract_answer(completion: str, answer_pattern: str | None) -> str | None:
 
 
 def score(spec: RewardSpec, completion: str, reference: str | None) -> float:
-    """One reward of one completion (unweighted); a python reward is its adapter's to call."""
-    if spec.kind is RewardKind.PYTHON:
-        raise ValueError(f"reward {spec.label!r} is a user function: call it through its adapter")
+    """One reward of one completion (unweighted); a python or tool_call reward is its adapter's
+    to compute (`tool_call_score` scores parsed calls)."""
+    if spec.kind in (RewardKind.PYTHON, RewardKind.TOOL_CALL):
+        raise ValueError(f"reward {spec.label!r} is computed by its adapter, not from text alone")
     if spec.kind is RewardKind.FORMAT:
         assert spec.pattern is not None
         return float(re.search(spec.pattern, completion.strip(), re.DOTALL) is not None)
@@ -228,6 +247,44 @@ def score(spec: RewardSpec, completion: str, reference: str | None) -> float:
     if got is None or want is None:
         return 0.0
     return float(abs(got - want) <= max(spec.tolerance * abs(want), 1e-9))
+
+
+def expected_calls(reference: str | None) -> tuple[ExpectedCall, ...] | None:
+    """The calls a row's reference names (a JSON list of `{"name", "arguments"}`, or one such
+    object; `[]`: no call), or None when the reference is missing or not that."""
+    if reference is None:
+        return None
+    try:
+        value = json.loads(reference)
+    except ValueError:
+        return None
+    items = value if isinstance(value, list) else [value]
+    calls = []
+    for item in items:
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            return None
+        arguments = item.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                return None
+        if not isinstance(arguments, Mapping):
+            return None
+        calls.append(ExpectedCall(item["name"], arguments))
+    return tuple(calls)
+
+
+def tool_call_score(reference: str | None, made: Sequence[MadeCall]) -> float:
+    """1.0 for the reference's calls exactly, 0.5 for its functions with other arguments, else
+    0.0 (also for a row without a readable reference)."""
+    expected = expected_calls(reference)
+    if expected is None:
+        return 0.0
+    outcome = score_calls(expected, made)
+    if outcome.correct:
+        return 1.0
+    return 0.5 if outcome.expects_call and outcome.function else 0.0
 
 
 def weighted_rewards(

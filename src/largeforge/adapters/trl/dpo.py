@@ -55,11 +55,11 @@ def dpo_head_outputs(trainer: Any) -> tuple[str, ...]:
 class TrlDpoTrainer(TrlMethodTrainer):
     """`ModelTrainer` for `TrainingMethod.DPO` over TRL (options from the plan's `dpo` group)."""
 
-    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+    def rows(self, units: Sequence[TrainingUnit], tokenizer: Any) -> list[dict[str, Any]]:
         return [to_preference_row(p) for p in pairs(units)]
 
     def parts(
-        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path, tokenizer: Any
     ) -> tuple[type, Any, dict[str, Any]]:
         from trl import DPOConfig, DPOTrainer
 

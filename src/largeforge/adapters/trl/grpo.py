@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.system.device import DeviceInfo
 from largeforge.adapters.trl.arguments import common_arguments
 from largeforge.adapters.trl.grpo_rewards import check_rewards, reward_functions
@@ -29,13 +30,25 @@ def prompts(units: Sequence[TrainingUnit]) -> list[PromptExample]:
     return [u for u in units if isinstance(u, PromptExample)]
 
 
-def to_prompt_row(prompt: PromptExample) -> dict[str, Any]:
-    """TRL's conversational prompt row, with the reference answer and the row's other columns
-    (which reach the reward functions as keywords)."""
+class PromptRenderer(TokenizerCodec):
+    """Prompts rendered as `serve` renders a request: with its tools through the chat template
+    (or the hermes fallback block, for a template that ignores `tools=`)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+
+def to_prompt_row(prompt: PromptExample, renderer: PromptRenderer | None = None) -> dict[str, Any]:
+    """TRL's prompt row: conversational, or with a `renderer` the rendered text (rows with tools
+    are rendered by LargeForge: TRL's own rendering takes one tool list for every row). With the
+    reference answer, the names of the prompt's tools and the row's other columns, which reach
+    the reward functions as keywords."""
+    text = renderer.chat_text(prompt.prompt, prompt.tools) if renderer is not None else None
     return {
         **dict(prompt.metadata),
-        "prompt": [m.as_dict() for m in prompt.prompt],
+        "prompt": text if text is not None else [m.as_dict() for m in prompt.prompt],
         "reference": prompt.reference,
+        "tool_names": [t.name for t in prompt.tools],
     }
 
 
@@ -74,13 +87,19 @@ class TrlGrpoTrainer(TrlMethodTrainer):
         """Import and check the user's reward functions before data or model loads."""
         check_rewards(plan.grpo.rewards)
 
-    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
-        return [to_prompt_row(p) for p in prompts(units)]
+    def rows(self, units: Sequence[TrainingUnit], tokenizer: Any) -> list[dict[str, Any]]:
+        """Conversational rows, or rendered text for every row when any prompt offers tools
+        (a dataset is one or the other)."""
+        items = prompts(units)
+        renderer = PromptRenderer(tokenizer) if any(p.tools for p in items) else None
+        return [to_prompt_row(p, renderer) for p in items]
 
     def parts(
-        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path, tokenizer: Any
     ) -> tuple[type, Any, dict[str, Any]]:
         from trl import GRPOConfig, GRPOTrainer
 
         config = GRPOConfig(**grpo_arguments(plan, device, work_dir))
-        return GRPOTrainer, config, {"reward_funcs": reward_functions(plan.grpo.rewards)}
+        tool_format = PromptRenderer(tokenizer).tool_format
+        rewards = reward_functions(plan.grpo.rewards, tool_format=tool_format)
+        return GRPOTrainer, config, {"reward_funcs": rewards}

@@ -13,14 +13,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from largeforge.adapters.system.user_functions import check_keywords, import_function
+from largeforge.adapters.tools.registry import tool_call_format
+from largeforge.application.ports import ToolCallFormat
+from largeforge.application.tool_replies import ReplySplitter, joined_calls
 from largeforge.domain.errors import TrainingError
-from largeforge.domain.rewards import RewardKind, RewardSpec, score
+from largeforge.domain.eval_matching import MadeCall
+from largeforge.domain.rewards import RewardKind, RewardSpec, score, tool_call_score
 
 USER_KEYWORDS = ("completions", "prompts", "reference")
 """What a user's reward is always called with; a function with `**kwargs` also gets the rows'
 other columns."""
 
-_TRL_ONLY = ("completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
+_TRL_ONLY = (
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+    "tool_names",  # LargeForge's own column, for the tool_call reward
+)
 
 
 def text_of(completion: Any) -> str:
@@ -40,11 +51,48 @@ def check_rewards(specs: Sequence[RewardSpec], key: str = "grpo.rewards") -> Non
 
 
 def reward_functions(
-    specs: Sequence[RewardSpec], key: str = "grpo.rewards"
+    specs: Sequence[RewardSpec], key: str = "grpo.rewards", tool_format: str = "hermes"
 ) -> list[Callable[..., list[float | None]]]:
-    """One TRL reward function per spec, in order (their weights go to `reward_weights`)."""
+    """One TRL reward function per spec, in order (their weights go to `reward_weights`);
+    `tool_format` is the tool-call format the model writes (its chat template's)."""
     check_rewards(specs, key)
-    return [_builtin(spec) if spec.kind is not RewardKind.PYTHON else _user(spec) for spec in specs]
+    functions = []
+    for spec in specs:
+        if spec.kind is RewardKind.PYTHON:
+            functions.append(_user(spec))
+        elif spec.kind is RewardKind.TOOL_CALL:
+            functions.append(_tool_call(spec, tool_format))
+        else:
+            functions.append(_builtin(spec))
+    return functions
+
+
+def made_calls(text: str, tool_format: ToolCallFormat, tools: Sequence[str]) -> list[MadeCall]:
+    """The calls an answer makes, parsed as `serve` parses them (a call of a function the
+    prompt did not offer is left out)."""
+    splitter = ReplySplitter(tool_format, frozenset(tools))
+    deltas = [*splitter.feed(text)[1], *splitter.finish()[1]]
+    return [MadeCall(call.name, call.arguments) for call in joined_calls(deltas)]
+
+
+def _tool_call(spec: RewardSpec, format_name: str) -> Callable[..., list[float | None]]:
+    tool_format = tool_call_format(format_name)
+
+    def reward(
+        completions: Sequence[Any],
+        reference: Sequence[str | None] | None = None,
+        tool_names: Sequence[Sequence[str] | None] | None = None,
+        **_: Any,
+    ) -> list[float | None]:
+        references = reference if reference is not None else [None] * len(completions)
+        names = tool_names if tool_names is not None else [None] * len(completions)
+        return [
+            tool_call_score(r, made_calls(text_of(c), tool_format, t or ()))
+            for c, r, t in zip(completions, references, names, strict=True)
+        ]
+
+    reward.__name__ = spec.label
+    return reward
 
 
 def _builtin(spec: RewardSpec) -> Callable[..., list[float | None]]:

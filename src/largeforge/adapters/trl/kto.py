@@ -50,11 +50,11 @@ def kto_arguments(plan: TrainingPlan, device: DeviceInfo, work_dir: Path) -> dic
 class TrlKtoTrainer(TrlMethodTrainer):
     """`ModelTrainer` for `TrainingMethod.KTO` over TRL (options from the plan's `kto` group)."""
 
-    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+    def rows(self, units: Sequence[TrainingUnit], tokenizer: Any) -> list[dict[str, Any]]:
         return [to_unpaired_row(u) for u in labeled(units)]
 
     def parts(
-        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path, tokenizer: Any
     ) -> tuple[type, Any, dict[str, Any]]:
         from trl import KTOConfig, KTOTrainer
 

@@ -26,12 +26,12 @@ class TrlMethodTrainer(ABC):
         return None
 
     @abstractmethod
-    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+    def rows(self, units: Sequence[TrainingUnit], tokenizer: Any) -> list[dict[str, Any]]:
         """TRL's dataset rows; a `TrainingError` for a unit the method does not train on."""
 
     @abstractmethod
     def parts(
-        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path, tokenizer: Any
     ) -> tuple[type, Any, dict[str, Any]]:
         """(the TRL trainer class, its config, extra constructor keywords)."""
 
@@ -50,11 +50,11 @@ class TrlMethodTrainer(ABC):
         on_metrics: MetricsCallback,
         resume: bool = False,
     ) -> TrainingResult:
-        train_rows, eval_rows = self.rows(train), self.rows(evaluation)
         device, model, tokenizer = stack.setup(self._device, model_dir, plan)
         from datasets import Dataset  # after setup: it names a missing stack with the fix
 
-        base, args, extra = self.parts(plan, device, Path(run_dir) / "checkpoints")
+        train_rows, eval_rows = self.rows(train, tokenizer), self.rows(evaluation, tokenizer)
+        base, args, extra = self.parts(plan, device, Path(run_dir) / "checkpoints", tokenizer)
         trainer = recipe.trainer_class(base)(
             model=model,
             args=args,

@@ -43,11 +43,11 @@ class TrlReferenceFreeTrainer(TrlMethodTrainer):
         super().__init__(device)
         self._method = method
 
-    def rows(self, units: Sequence[TrainingUnit]) -> list[dict[str, Any]]:
+    def rows(self, units: Sequence[TrainingUnit], tokenizer: Any) -> list[dict[str, Any]]:
         return [to_preference_row(p) for p in pairs(units)]
 
     def parts(
-        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path
+        self, plan: TrainingPlan, device: DeviceInfo, work_dir: Path, tokenizer: Any
     ) -> tuple[type, Any, dict[str, Any]]:
         # TRL warns on every import from `trl.experimental`; the docs say these two are.
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
