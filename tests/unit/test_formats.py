@@ -37,7 +37,7 @@ SAMPLES: dict[DatasetFormat, dict[str, Any]] = {
     },
     DatasetFormat.PROMPT_COMPLETION: {"prompt": "hi", "completion": "yo"},
     DatasetFormat.PREFERENCE: {"prompt": "hi", "chosen": "yo", "rejected": "go away"},
-    DatasetFormat.UNPAIRED: {"prompt": "hi", "completion": "go away", "label": False},
+    DatasetFormat.UNPAIRED: {"prompt": "hi", "completion": "yo", "label": False},
     DatasetFormat.TEXT: {"text": "Once upon a time."},
     DatasetFormat.PROMPT: {"instruction": "Write a haiku about rain."},
 }
