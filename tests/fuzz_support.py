@@ -57,7 +57,7 @@ def served_schema(
         schema = body.get("schema", {})
         properties = schema.get("properties", {})
         if "model" in properties:
-            properties["model"] = {"enum": models}
+            properties["model"] = served_model(properties["model"], models)
         if "prompt" in properties and vocab_size is not None:
             _bound_ids(properties["prompt"], vocab_size)
         if require is not None and require in properties:
@@ -66,6 +66,13 @@ def served_schema(
             if "anyOf" in field:
                 field["anyOf"] = [b for b in field["anyOf"] if b.get("type") != "null"]
     return schemathesis.openapi.from_dict(doc)
+
+
+def served_model(field: Any, models: list[str]) -> dict[str, Any]:
+    """`model` narrowed to the served ids, null kept where the document allows it (the
+    default model answers): else the fuzzer sends null as data that must be refused."""
+    nullable = any(branch.get("type") == "null" for branch in field.get("anyOf", []))
+    return {"enum": [*models, None] if nullable else list(models)}
 
 
 def _bound_ids(schema: Any, vocab_size: int) -> None:

@@ -13,6 +13,7 @@ from litestar.testing import TestClient
 
 from largeforge.entrypoints.http.app import create_app
 from tests.fakes import FakeEmbeddingEncoder
+from tests.fuzz_support import served_model
 from tests.unit.test_http_api import assert_openai_error
 
 KEY = "sk-test-key"
@@ -284,7 +285,7 @@ def _narrow(schema: Any, model: str, vocab_size: int) -> None:
     if isinstance(schema, dict):
         properties = schema.get("properties", {})
         if "model" in properties:
-            properties["model"] = {"enum": [model]}
+            properties["model"] = served_model(properties["model"], [model])
         for name in ("input", "tokens"):
             if name in properties:
                 _bound(properties[name], vocab_size)
