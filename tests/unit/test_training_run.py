@@ -23,6 +23,7 @@ from largeforge.domain.training import (
     AdapterKind,
     DpoOptions,
     TrainingMethod,
+    UnitKind,
     allowed_transitions,
     decide_packing,
 )
@@ -190,8 +191,8 @@ def test_methods_and_adapters_are_enums_and_strings_become_them() -> None:
     assert plan.adapter.writes_whole_model
     assert not AdapterKind.LORA.writes_whole_model
     assert AdapterKind.QLORA.quantized_base
-    assert TrainingMethod.DPO.trains_on_pairs
-    assert not TrainingMethod.SFT.trains_on_pairs
+    assert TrainingMethod.DPO.unit_kind is UnitKind.PAIRS
+    assert TrainingMethod.SFT.unit_kind is UnitKind.CONVERSATIONS
     assert TrainingMethod.SFT.can_pack
     assert not TrainingMethod.DPO.can_pack
 

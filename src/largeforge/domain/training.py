@@ -57,11 +57,6 @@ class TrainingMethod(StrEnum):
         return UnitKind.CONVERSATIONS
 
     @property
-    def trains_on_pairs(self) -> bool:
-        """Whether the method consumes preference pairs rather than encoded conversations."""
-        return self.unit_kind is UnitKind.PAIRS
-
-    @property
     def can_pack(self) -> bool:
         """Whether samples may be packed into rows (`training.packing`)."""
         return self is TrainingMethod.SFT
