@@ -38,6 +38,15 @@ def import_function(path: str, where: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
+def takes_kwargs(function: Callable[..., Any]) -> bool:
+    """Whether `function` takes `**kwargs` (False when it has no readable signature)."""
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def check_keywords(function: Callable[..., Any], keywords: Iterable[str], where: str) -> None:
     """`ConfigError` unless `function` can be called with exactly these keyword arguments
     (each named as a parameter, or taken by `**kwargs`) and needs no other."""
@@ -47,7 +56,7 @@ def check_keywords(function: Callable[..., Any], keywords: Iterable[str], where:
         return  # a builtin or C function without a signature: it is called as it is
     given = set(keywords)
     params = signature.parameters.values()
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    takes_any = takes_kwargs(function)
     named = {
         p.name
         for p in params

@@ -7,12 +7,15 @@ These wrappers hand the built-ins and the user's functions the completions' text
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from largeforge.adapters.system.user_functions import check_keywords, import_function
+from largeforge.adapters.system.user_functions import (
+    check_keywords,
+    import_function,
+    takes_kwargs,
+)
 from largeforge.adapters.tools.registry import tool_call_format
 from largeforge.application.ports import ToolCallFormat
 from largeforge.application.tool_replies import ReplySplitter, joined_calls
@@ -109,13 +112,7 @@ def _builtin(spec: RewardSpec) -> Callable[..., list[float | None]]:
 def _user(spec: RewardSpec) -> Callable[..., list[float | None]]:
     assert spec.function is not None
     function = import_function(spec.function, spec.label)
-    try:
-        takes_any = any(
-            p.kind is inspect.Parameter.VAR_KEYWORD
-            for p in inspect.signature(function).parameters.values()
-        )
-    except (TypeError, ValueError):
-        takes_any = False
+    takes_any = takes_kwargs(function)
 
     def reward(
         prompts: Sequence[Any],
