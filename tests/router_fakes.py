@@ -62,6 +62,8 @@ class ReplicaScript:
     chunks: int = 3
     answer: dict[str, Any] | None = None  # the message to answer with (default: its name)
     stream: list[dict[str, Any]] | None = None  # the chunks to stream (default: `chunks` texts)
+    logprobs: list[float] | None = None  # token logprobs of the answer, sent when asked for
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -103,11 +105,18 @@ class FakeExpertClient:
             "role": "assistant",
             "content": f"answer from {self.spec.name}",
         }
+        logprobs = None
+        if body.get("logprobs") and self.script.logprobs is not None:
+            entries = [{"token": f"t{i}", "logprob": v, "bytes": None, "top_logprobs": []}
+                       for i, v in enumerate(self.script.logprobs)]  # fmt: skip
+            logprobs = {"content": entries}
+        choice = {"index": 0, "message": message, "logprobs": logprobs,
+                  "finish_reason": self.script.finish_reason}  # fmt: skip
         return {
             "id": "chatcmpl-1",
             "object": "chat.completion",
             "model": body["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [choice],
             "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
         }
 

@@ -20,6 +20,7 @@ from largeforge.adapters.storage.run_files import FilesystemRunFiles
 from largeforge.adapters.storage.runs import FilesystemRunStore, ReadOnlyRunStore, SkipMerger
 from largeforge.adapters.system.clock import SystemClock
 from largeforge.adapters.system.signals import StopRequested, stop_requested
+from largeforge.application.cascade import CascadeService
 from largeforge.application.classifiers import (
     HybridClassifier,
     HybridMode,
@@ -66,6 +67,7 @@ from largeforge.application.tool_eval import ToolCallEvalTask, read_tool_file
 from largeforge.application.tool_generation import GenerateToolData
 from largeforge.application.training import RunTraining
 from largeforge.config import Settings
+from largeforge.domain.affinity import SessionPins
 from largeforge.domain.errors import ConfigError, ModelNotFoundError
 from largeforge.domain.evaluation import TaskKind, TaskSpec
 from largeforge.domain.generation import OverflowPolicy
@@ -502,6 +504,10 @@ def _client_factory(
     return make
 
 
+def _session_pins(settings: RouterSettings) -> SessionPins | None:
+    return SessionPins(settings.affinity.policy()) if settings.affinity.enabled else None
+
+
 class RouterContainer(containers.DeclarativeContainer):
     """The expert router, wired from `RouterSettings`. Tests override `embedding_model` and
     `client_factory`; `local_clients` serves `local:` replicas (the entrypoint sets it, since
@@ -547,4 +553,11 @@ class RouterContainer(containers.DeclarativeContainer):
         manager=manager,
         strategy=strategy,
         max_wait_s=providers.Callable(lambda s: s.max_wait_s, settings),
+        pins=providers.Callable(_session_pins, settings),
+    )
+    cascades = providers.Singleton(
+        CascadeService,
+        router=router,
+        cascades=providers.Callable(lambda s: s.cascade_list(), settings),
+        costs=providers.Callable(lambda s: s.costs(), settings),
     )

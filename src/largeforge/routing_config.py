@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from largeforge.config import _Strict, read_yaml_mapping, validate_settings
+from largeforge.domain.affinity import AffinityPolicy
+from largeforge.domain.cascade import (
+    DEFAULT_JUDGE_PROMPT,
+    Cascade,
+    CascadeCheck,
+    CascadeStep,
+    CheckKind,
+    Exhausted,
+    ExpertCost,
+    check_cascades,
+)
 from largeforge.domain.circuit_breaker import BreakerPolicy
 from largeforge.domain.errors import ConfigError
 from largeforge.domain.routing import Expert, ReplicaSpec, RouteOn, RoutingPolicy
@@ -30,6 +41,13 @@ class ReplicaSettings(_Strict):
         return self
 
 
+class CostSettings(_Strict):
+    """What an expert costs per 1000 tokens (any currency; used for cascades and `route eval`)."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
 class ExpertSettings(_Strict):
     name: str
     description: str = ""
@@ -38,6 +56,64 @@ class ExpertSettings(_Strict):
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
     weight: float = Field(1.0, gt=0)
     replicas: list[ReplicaSettings] = Field(default_factory=list)
+    cost: CostSettings = Field(default_factory=CostSettings)
+
+
+class CheckSettings(_Strict):
+    """One check of a cascade step's answer (see `largeforge.domain.cascade`)."""
+
+    kind: Literal["logprob", "json_schema", "tool_call", "regex", "judge"]
+    mean: float | None = Field(None, le=0, description="logprob: the mean must reach this")
+    min: float | None = Field(None, le=0, description="logprob: every token must reach this")
+    pattern: str = Field("", description="regex: searched in the answer")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="json_schema: when the request asks for none"
+    )
+    judge: str = Field("", description="judge: the expert that gives the verdict")
+    prompt: str = DEFAULT_JUDGE_PROMPT
+    passes: str = Field(r"^\W*yes\b", description="judge: a verdict matching this passes")
+
+    def check(self) -> CascadeCheck:
+        return CascadeCheck(
+            kind=CheckKind(self.kind),
+            mean=self.mean,
+            min=self.min,
+            pattern=self.pattern,
+            schema=self.schema_,
+            judge=self.judge,
+            prompt=self.prompt,
+            passes=self.passes,
+        )
+
+
+class StepSettings(_Strict):
+    expert: str = Field(description="an expert, or the router's name for the routed expert")
+    checks: list[CheckSettings] = Field(default_factory=list)
+
+
+class CascadeSettings(_Strict):
+    """A model id whose requests go to the steps in order until an answer passes its checks."""
+
+    name: str
+    steps: list[StepSettings] = Field(min_length=1)
+    on_exhausted: Literal["error", "last"] = "error"
+
+    def cascade(self) -> Cascade:
+        steps = tuple(CascadeStep(s.expert, tuple(c.check() for c in s.checks)) for s in self.steps)
+        return Cascade(self.name, steps, Exhausted(self.on_exhausted))
+
+
+class AffinitySettings(_Strict):
+    """Session affinity: the session key is the `user` field, or the header when it is sent."""
+
+    enabled: bool = False
+    header: str = "x-session-id"
+    use_user_field: bool = True
+    ttl_s: float = Field(3600.0, gt=0)
+    max_sessions: int = Field(100_000, ge=1)
+
+    def policy(self) -> AffinityPolicy:
+        return AffinityPolicy(self.ttl_s, self.max_sessions)
 
 
 class BreakerSettings(_Strict):
@@ -69,7 +145,22 @@ class RouterSettings(_Strict):
     connect_timeout_s: float = Field(2.0, gt=0)
     max_wait_s: float = Field(5.0, ge=0, description="wait for a breaker to half-open, then 503")
     admin_keys: list[str] = Field(default_factory=list)
+    affinity: AffinitySettings = Field(default_factory=AffinitySettings)
     experts: list[ExpertSettings] = Field(min_length=1)
+    cascades: list[CascadeSettings] = Field(default_factory=list)
+
+    def cascade_list(self) -> list[Cascade]:
+        """The cascades (each check validated: a `ConfigError` names the cascade)."""
+        result = []
+        for i, c in enumerate(self.cascades):
+            try:
+                result.append(c.cascade())
+            except ConfigError as exc:
+                raise ConfigError(f"cascades[{i}] ({c.name}): {exc}") from None
+        return result
+
+    def costs(self) -> dict[str, ExpertCost]:
+        return {e.name: ExpertCost(e.cost.prompt, e.cost.completion) for e in self.experts}
 
     def policy(self) -> RoutingPolicy:
         """The domain routing policy (validates names, keywords and the default expert)."""
@@ -114,6 +205,7 @@ def load_router_settings(path: str | Path) -> RouterSettings:
     settings = validate_settings(RouterSettings, data, str(path))
     try:
         settings.policy()
+        check_cascades(settings.cascade_list(), [e.name for e in settings.experts], settings.name)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return settings

@@ -17,6 +17,7 @@ import structlog
 
 from largeforge.application.classifiers import QueryClassifier
 from largeforge.application.experts import ExpertManager, ReplicaHandle
+from largeforge.domain.affinity import SessionPins
 from largeforge.domain.errors import (
     ConfigError,
     InvalidRequestError,
@@ -41,6 +42,7 @@ class Routed:
     expert: str
     replica: str
     attempts: int
+    moved_from: str | None = None  # the replica the session was pinned to, when it moved
 
     @property
     def fallback(self) -> bool:
@@ -66,8 +68,12 @@ class RouterService:
         max_wait_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pins: SessionPins | None = None,
     ) -> None:
+        """`pins` turns session affinity on: a request with a session key goes to the replica
+        its session is pinned to while that replica admits it."""
         self.name = name
+        self.pins = pins
         self.classifier = classifier
         self.manager = manager
         self.strategy = strategy
@@ -147,20 +153,28 @@ class RouterService:
         await self.manager.aclose()
 
     async def post(
-        self, path: str, body: Mapping[str, Any], decision: RouteDecision
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        decision: RouteDecision,
+        session: str | None = None,
     ) -> tuple[Routed, dict[str, Any]]:
         """A non-streamed request, failing over until a replica answers."""
 
         async def call(handle: ReplicaHandle) -> dict[str, Any]:
             return await handle.client.post(path, await _retarget(body, handle))
 
-        routed, attempt, payload = await self._first_answer(decision, call)
+        routed, attempt, payload = await self._first_answer(decision, call, session)
         attempt.close(None)
         payload["model"] = routed.expert
         return routed, payload
 
     async def stream(
-        self, path: str, body: Mapping[str, Any], decision: RouteDecision
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        decision: RouteDecision,
+        session: str | None = None,
     ) -> tuple[Routed, Chunks]:
         """A streamed request. The first chunk is awaited here, so a replica that fails before
         it is replaced by another; a failure later ends the stream by raising `ReplicaError`."""
@@ -173,18 +187,21 @@ class RouterService:
                 await chunks.aclose()
                 raise
 
-        routed, attempt, (first, chunks) = await self._first_answer(decision, call)
+        routed, attempt, (first, chunks) = await self._first_answer(decision, call, session)
         return routed, _relay(routed.expert, attempt, first, chunks)
 
     async def _first_answer(
-        self, decision: RouteDecision, call: Callable[[ReplicaHandle], Awaitable[R]]
+        self,
+        decision: RouteDecision,
+        call: Callable[[ReplicaHandle], Awaitable[R]],
+        session: str | None = None,
     ) -> tuple[Routed, ReplicaAttempt, R]:
         """`call` on replicas in order until one answers: a replica error moves on to the next,
         a refusal of the request itself (or a cancellation) is raised. The answering attempt is
         returned open: the caller closes it with the verdict once the answer is complete."""
         tried: set[tuple[str, str]] = set()
         while True:
-            expert, handle = await self._admit(decision, tried)
+            expert, handle = await self._admit(decision, tried, session)
             attempt = ReplicaAttempt(handle, self._clock, self._failed)
             try:
                 result = await call(handle)
@@ -193,12 +210,40 @@ class RouterService:
                 if isinstance(exc, ReplicaError) and not exc.is_client_error:
                     continue
                 raise
-            return Routed(decision, expert, handle.name, len(tried)), attempt, result
+            moved = self._pin(session, expert, handle.name)
+            return Routed(decision, expert, handle.name, len(tried), moved), attempt, result
+
+    def _pin(self, session: str | None, expert: str, replica: str) -> str | None:
+        if session is None or self.pins is None:
+            return None
+        moved = self.pins.pin(session, expert, replica)
+        if moved is not None:
+            log.warning("session_moved", expert=expert, moved_from=moved, replica=replica)
+        return moved
+
+    def _pinned(
+        self, session: str | None, expert: str, tried: set[tuple[str, str]]
+    ) -> ReplicaHandle | None:
+        """The session's replica of `expert`, admitted, when it is untried and admits it."""
+        if session is None or self.pins is None:
+            return None
+        name = self.pins.get(session, expert)
+        if name is None or (expert, name) in tried:
+            return None
+        handle = next((h for h in self.manager.replicas(expert) if h.name == name), None)
+        if handle is None or not handle.state.eligible() or not handle.state.breaker.acquire():
+            return None
+        tried.add((expert, name))
+        return handle
 
     async def _admit(
-        self, decision: RouteDecision, tried: set[tuple[str, str]]
+        self, decision: RouteDecision, tried: set[tuple[str, str]], session: str | None = None
     ) -> tuple[str, ReplicaHandle]:
-        """The next replica to try (its breaker slot taken), waiting for one if all are open."""
+        """The next replica to try (its breaker slot taken), waiting for one if all are open:
+        the session's pinned replica first, then the strategy's pick."""
+        pinned = self._pinned(session, decision.expert, tried)
+        if pinned is not None:
+            return decision.expert, pinned
         order = [decision.expert]
         if self.manager.policy.default_expert not in order:
             order.append(self.manager.policy.default_expert)

@@ -109,3 +109,16 @@ class NoReplicaAvailableError(LargeForgeError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CascadeExhaustedError(LargeForgeError):
+    """Every step of a cascade failed its checks (or could not answer); `steps` says why, one
+    `step:expert: reason` per step."""
+
+    def __init__(self, cascade: str, steps: tuple[str, ...]) -> None:
+        super().__init__(
+            f"no step of cascade '{cascade}' gave an answer that passed its checks: "
+            + "; ".join(steps)
+        )
+        self.cascade = cascade
+        self.steps = steps

@@ -54,7 +54,7 @@ def serve(
     import uvicorn
 
     from largeforge.entrypoints.http.listen import bind
-    from largeforge.entrypoints.http.router_app import create_router_app
+    from largeforge.entrypoints.http.router_app import SessionKeys, create_router_app
 
     container = _container(config)
     settings = container.settings()
@@ -65,6 +65,8 @@ def serve(
         api_keys=keys,
         admin_keys=admin_keys,
         health_interval_s=settings.health_interval_s,
+        cascades=container.cascades(),
+        sessions=SessionKeys(settings.affinity.header, settings.affinity.use_user_field),
     )
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

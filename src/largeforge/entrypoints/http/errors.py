@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from largeforge.domain.errors import (
+    CascadeExhaustedError,
     ContextLengthExceededError,
     EngineOverloadedError,
     EngineUnavailableError,
@@ -76,6 +77,9 @@ def describe(exc: BaseException) -> Described:
     if isinstance(exc, NoReplicaAvailableError):
         body = error_body(str(exc), "service_unavailable", None, "no_replica_available")
         return 503, body, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, CascadeExhaustedError):  # the experts failed: retrying would too
+        body = error_body(str(exc), "server_error", None, "cascade_exhausted")
+        return 502, body, {"x-should-retry": "false"}
     if isinstance(exc, LargeForgeError):
         return 500, error_body(str(exc), "server_error"), {}
     return 500, error_body(f"internal server error ({type(exc).__name__})", "server_error"), {}

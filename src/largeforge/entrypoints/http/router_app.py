@@ -14,8 +14,10 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.response import Stream
 
+from largeforge.application.cascade import CascadeReply, CascadeService
 from largeforge.application.router import Chunks, Routed, RouterService
 from largeforge.domain.errors import (
+    CascadeExhaustedError,
     ConfigError,
     InvalidRequestError,
     NoReplicaAvailableError,
@@ -32,11 +34,29 @@ from largeforge.entrypoints.http.schemas import error_body
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class SessionKeys:
+    """Where a request's session key comes from: a header (first) or the `user` field."""
+
+    header: str | None = None
+    user_field: bool = False
+
+    def of(self, request: Request[Any, Any, Any], body: dict[str, Any]) -> str | None:
+        if self.header:
+            value = request.headers.get(self.header)
+            if value:
+                return value
+        user = body.get("user")
+        return user if self.user_field and isinstance(user, str) and user else None
+
+
 @dataclass
 class Routing:
     service: RouterService
     metrics: RouterMetrics
     admin_enabled: bool
+    cascades: CascadeService | None = None
+    sessions: SessionKeys = SessionKeys()
 
 
 def _routing(state: State) -> Routing:
@@ -59,20 +79,27 @@ def metrics(state: State) -> bytes:
 
 @get("/models", sync_to_thread=False, operation_class=doc.MODELS)
 def list_models(state: State) -> dict[str, Any]:
-    """The router's name, then each expert (which may be asked for directly)."""
-    service = _routing(state).service
+    """The router's name, each expert (which may be asked for directly), then each cascade."""
+    routing = _routing(state)
+    names = [*routing.service.models(), *(routing.cascades.cascades if routing.cascades else ())]
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "largeforge-router"}
-        for name in service.models()
+        for name in names
     ]
     return {"object": "list", "data": data}
 
 
 @post("/chat/completions", status_code=200, operation_class=doc.CHAT)
 async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    """Routes by the last user message (or the whole conversation, per the config)."""
+    """Routes by the last user message (or the whole conversation, per the config); a
+    cascade's name runs its steps until an answer passes its checks."""
     body = await _body(request)
-    decision = _routing(state).service.decide(body["model"], _messages(body))
+    routing = _routing(state)
+    messages = _messages(body)
+    cascade = routing.cascades.cascades.get(body["model"]) if routing.cascades else None
+    if cascade is not None:
+        return await _cascade(request, routing, cascade, body, messages)
+    decision = routing.service.decide(body["model"], messages)
     return await _forward(request, state, "/chat/completions", body, decision)
 
 
@@ -80,6 +107,12 @@ async def chat_completions(request: Request[Any, Any, Any], state: State) -> Res
 async def completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Routes by the prompt (a single string; lists and token ids go to the default route)."""
     body = await _body(request)
+    routing = _routing(state)
+    if routing.cascades is not None and body["model"] in routing.cascades.cascades:
+        raise InvalidRequestError(
+            f"'{body['model']}' is a cascade: cascades answer chat completions only",
+            param="model",
+        )
     prompt = body.get("prompt")
     text = prompt if isinstance(prompt, str) else ""
     decision = _routing(state).service.decide(body["model"], [("user", text)])
@@ -189,13 +222,73 @@ def _messages(body: dict[str, Any]) -> list[tuple[str, str]]:
 def _headers(routed: Routed) -> dict[str, str]:
     decision = routed.decision
     scores = ";".join(f"{name}={score:.4f}" for name, score in decision.ranked())
-    return {
+    headers = {
         "x-largeforge-expert": routed.expert,
         "x-largeforge-replica": routed.replica,
         "x-largeforge-route-stage": decision.stage.value,
         "x-largeforge-route-scores": scores,
         "x-largeforge-attempts": str(routed.attempts),
     }
+    if routed.moved_from is not None:
+        headers["x-largeforge-session-moved"] = f"{routed.moved_from}->{routed.replica}"
+    return headers
+
+
+def _cascade_headers(reply: CascadeReply) -> dict[str, str]:
+    trace = reply.trace
+    answered = trace.outcomes[-1]
+    return {
+        **_headers(reply.routed),
+        "x-largeforge-cascade": trace.cascade,
+        "x-largeforge-cascade-step": str(answered.step),
+        "x-largeforge-cascade-reason": _latin1(" | ".join(o.describe() for o in trace.outcomes)),
+        "x-largeforge-cascade-cost": f"{trace.cost:.6f}",
+    }
+
+
+def _latin1(text: str, limit: int = 1000) -> str:
+    """A header value: printable ASCII, one line, at most `limit` characters."""
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+    return clean[:limit]
+
+
+async def _cascade(
+    request: Request[Any, Any, Any],
+    routing: Routing,
+    cascade: Any,
+    body: dict[str, Any],
+    messages: list[tuple[str, str]],
+) -> Response[Any]:
+    assert routing.cascades is not None
+    session = routing.sessions.of(request, body)
+    try:
+        reply = await _until_disconnect(
+            request, routing.cascades.run(cascade, body, messages, session)
+        )
+    except ReplicaError as exc:  # the request itself was refused: pass it on
+        if exc.body is not None and exc.status is not None:
+            return Response(exc.body, status_code=exc.status)
+        raise
+    except CascadeExhaustedError as exc:
+        routing.metrics.exhausted(exc.cascade)
+        raise
+    routing.metrics.cascaded(reply.trace)
+    if reply.routed.moved_from is not None:
+        routing.metrics.session_moves.labels(reply.routed.expert).inc()
+    headers = _cascade_headers(reply)
+    if reply.chunks is not None:
+        return Stream(
+            _replay(reply.chunks),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", **headers},
+        )
+    return Response(reply.payload, headers=headers)
+
+
+async def _replay(chunks: tuple[dict[str, Any], ...]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield sse(chunk)
+    yield DONE
 
 
 async def _forward(
@@ -208,9 +301,10 @@ async def _forward(
     routing = _routing(state)
     routing.metrics.decided(decision)
     timer = routing.metrics.timer(decision.expert)
+    session = routing.sessions.of(request, body)
     try:
         if body.get("stream"):
-            routed, chunks = await routing.service.stream(path, body, decision)
+            routed, chunks = await routing.service.stream(path, body, decision, session)
             timer.routed(routed)
             return Stream(
                 _sse(chunks, timer),
@@ -218,7 +312,7 @@ async def _forward(
                 headers={"Cache-Control": "no-cache", **_headers(routed)},
             )
         routed, payload = await _until_disconnect(
-            request, routing.service.post(path, body, decision)
+            request, routing.service.post(path, body, decision, session)
         )
     except ReplicaError as exc:  # the expert refused the request itself: pass it on
         timer.failed()
@@ -229,7 +323,9 @@ async def _forward(
         timer.failed()
         raise
     timer.routed(routed)
-    timer.done()
+    timer.done(
+        routing.cascades.cost(routed.expert, payload.get("usage")) if routing.cascades else 0.0
+    )
     return Response(payload, headers=_headers(routed))
 
 
@@ -259,9 +355,15 @@ def create_router_app(
     admin_keys: Sequence[str] = (),
     health_interval_s: float = 5.0,
     max_body_bytes: int = 4 * 1024 * 1024,
+    cascades: CascadeService | None = None,
+    sessions: SessionKeys = SessionKeys(),
 ) -> Litestar:
-    """The router app: checks replica health once before serving, then every interval."""
-    routing = Routing(service, RouterMetrics(service), admin_enabled=bool(admin_keys))
+    """The router app: checks replica health once before serving, then every interval.
+    `cascades` serves the cascades' names as models; `sessions` says where session keys come
+    from (the service's pins decide whether they pin anything)."""
+    routing = Routing(
+        service, RouterMetrics(service), bool(admin_keys), cascades=cascades, sessions=sessions
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

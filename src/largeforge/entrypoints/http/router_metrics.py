@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from largeforge.application.router import Routed, RouterService
+from largeforge.domain.cascade import CascadeTrace
 from largeforge.domain.circuit_breaker import BreakerState
 from largeforge.domain.routing import RouteDecision
 from largeforge.entrypoints.http.metrics import LATENCY_BUCKETS
@@ -40,10 +41,51 @@ class RouterMetrics:
             "Seconds from arrival to the last byte, by the expert that answered.",
             ["expert"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.cost = Counter(
+            "largeforge_router_cost",
+            "What the answers cost, by the expert that gave them (its cost per 1k tokens).",
+            ["expert"], registry=self.registry,
+        )  # fmt: skip
+        self.session_moves = Counter(
+            "largeforge_router_session_moves",
+            "Sessions moved off their pinned replica (it failed or left).",
+            ["expert"], registry=self.registry,
+        )  # fmt: skip
+        self.cascade_answers = Counter(
+            "largeforge_router_cascade_answers",
+            "Cascade answers by the step (1-based) and expert that gave them.",
+            ["cascade", "step", "expert"], registry=self.registry,
+        )  # fmt: skip
+        self.escalations = Counter(
+            "largeforge_router_cascade_escalations",
+            "Cascade steps passed over, by the check that failed (or 'unavailable').",
+            ["cascade", "step", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.exhausted_total = Counter(
+            "largeforge_router_cascade_exhausted",
+            "Cascade requests no step answered (an error went back).",
+            ["cascade"], registry=self.registry,
+        )  # fmt: skip
         self.registry.register(_ReplicaCollector(service))
 
     def decided(self, decision: RouteDecision) -> None:
         self.routes.labels(decision.expert, decision.stage.value).inc()
+
+    def cascaded(self, trace: CascadeTrace) -> None:
+        """A cascade answered: the step that did, every escalation and every step's cost."""
+        for outcome in trace.outcomes:
+            if outcome.cost:
+                self.cost.labels(outcome.expert).inc(outcome.cost)
+            if not outcome.verdict.passed:
+                self.escalations.labels(
+                    trace.cascade, str(outcome.step), outcome.failed_check
+                ).inc()
+        answered = trace.outcomes[-1]
+        if answered.verdict.passed:
+            self.cascade_answers.labels(trace.cascade, str(answered.step), answered.expert).inc()
+
+    def exhausted(self, cascade: str) -> None:
+        self.exhausted_total.labels(cascade).inc()
 
     def timer(self, expert: str) -> RequestTimer:
         return RequestTimer(self, expert)
@@ -65,8 +107,13 @@ class RequestTimer:
         self._expert, self._replica = routed.expert, routed.replica
         if routed.fallback:
             self._metrics.fallbacks.labels(routed.decision.expert).inc()
+        if routed.moved_from is not None:
+            self._metrics.session_moves.labels(routed.expert).inc()
 
-    def done(self) -> None:
+    def done(self, cost: float = 0.0) -> None:
+        """The answer arrived in full; `cost` is what it cost on its expert."""
+        if cost:
+            self._metrics.cost.labels(self._expert).inc(cost)
         self._metrics.requests.labels(self._expert, self._replica, "ok").inc()
         self._metrics.latency.labels(self._expert).observe(time.perf_counter() - self._start)
 
