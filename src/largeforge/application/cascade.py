@@ -129,11 +129,11 @@ class CascadeService:
         self, body: Mapping[str, Any], decision: Any, session: str | None
     ) -> _StepAnswer:
         if body.get("stream"):
-            routed, stream = await self.router.stream(PATH, body, decision, session)
+            routed, stream = await self.router.stream(PATH, body, decision, session, fallback=False)
             chunks = tuple([chunk async for chunk in stream])
             payload = assemble_chunks(chunks)
         else:
-            routed, payload = await self.router.post(PATH, body, decision, session)
+            routed, payload = await self.router.post(PATH, body, decision, session, fallback=False)
             chunks = None
         return _StepAnswer(routed, payload, chunks, self.cost(routed.expert, payload.get("usage")))
 
@@ -181,7 +181,7 @@ class CascadeService:
         }
         decision = self.router.decide(check.judge, [("user", prompt)])
         try:
-            routed, payload = await self.router.post(PATH, body, decision)
+            routed, payload = await self.router.post(PATH, body, decision, fallback=False)
         except (NoReplicaAvailableError, ReplicaError) as exc:
             return Verdict(False, f"judge: {check.judge} could not answer ({exc})"), 0.0
         cost = self.cost(routed.expert, payload.get("usage"))

@@ -158,13 +158,15 @@ class RouterService:
         body: Mapping[str, Any],
         decision: RouteDecision,
         session: str | None = None,
+        fallback: bool = True,
     ) -> tuple[Routed, dict[str, Any]]:
-        """A non-streamed request, failing over until a replica answers."""
+        """A non-streamed request, failing over until a replica answers (of the default
+        expert too, unless `fallback` is False)."""
 
         async def call(handle: ReplicaHandle) -> dict[str, Any]:
             return await handle.client.post(path, await _retarget(body, handle))
 
-        routed, attempt, payload = await self._first_answer(decision, call, session)
+        routed, attempt, payload = await self._first_answer(decision, call, session, fallback)
         attempt.close(None)
         payload["model"] = routed.expert
         return routed, payload
@@ -175,6 +177,7 @@ class RouterService:
         body: Mapping[str, Any],
         decision: RouteDecision,
         session: str | None = None,
+        fallback: bool = True,
     ) -> tuple[Routed, Chunks]:
         """A streamed request. The first chunk is awaited here, so a replica that fails before
         it is replaced by another; a failure later ends the stream by raising `ReplicaError`."""
@@ -187,7 +190,9 @@ class RouterService:
                 await chunks.aclose()
                 raise
 
-        routed, attempt, (first, chunks) = await self._first_answer(decision, call, session)
+        routed, attempt, (first, chunks) = await self._first_answer(
+            decision, call, session, fallback
+        )
         return routed, _relay(routed.expert, attempt, first, chunks)
 
     async def _first_answer(
@@ -195,13 +200,14 @@ class RouterService:
         decision: RouteDecision,
         call: Callable[[ReplicaHandle], Awaitable[R]],
         session: str | None = None,
+        fallback: bool = True,
     ) -> tuple[Routed, ReplicaAttempt, R]:
         """`call` on replicas in order until one answers: a replica error moves on to the next,
         a refusal of the request itself (or a cancellation) is raised. The answering attempt is
         returned open: the caller closes it with the verdict once the answer is complete."""
         tried: set[tuple[str, str]] = set()
         while True:
-            expert, handle = await self._admit(decision, tried, session)
+            expert, handle = await self._admit(decision, tried, session, fallback)
             attempt = ReplicaAttempt(handle, self._clock, self._failed)
             try:
                 result = await call(handle)
@@ -237,7 +243,11 @@ class RouterService:
         return handle
 
     async def _admit(
-        self, decision: RouteDecision, tried: set[tuple[str, str]], session: str | None = None
+        self,
+        decision: RouteDecision,
+        tried: set[tuple[str, str]],
+        session: str | None = None,
+        fallback: bool = True,
     ) -> tuple[str, ReplicaHandle]:
         """The next replica to try (its breaker slot taken), waiting for one if all are open:
         the session's pinned replica first, then the strategy's pick."""
@@ -245,7 +255,7 @@ class RouterService:
         if pinned is not None:
             return decision.expert, pinned
         order = [decision.expert]
-        if self.manager.policy.default_expert not in order:
+        if fallback and self.manager.policy.default_expert not in order:
             order.append(self.manager.policy.default_expert)
         deadline = self._clock() + self._max_wait
         while True:
