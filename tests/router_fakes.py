@@ -63,6 +63,7 @@ class ReplicaScript:
     answer: dict[str, Any] | None = None  # the message to answer with (default: its name)
     stream: list[dict[str, Any]] | None = None  # the chunks to stream (default: `chunks` texts)
     logprobs: list[float] | None = None  # token logprobs of the answer, sent when asked for
+    reply: Any = None  # body -> (message, logprobs): an answer per request (else `answer`)
     finish_reason: str = "stop"
 
 
@@ -105,10 +106,13 @@ class FakeExpertClient:
             "role": "assistant",
             "content": f"answer from {self.spec.name}",
         }
+        values = self.script.logprobs
+        if self.script.reply is not None:
+            message, values = self.script.reply(body)
         logprobs = None
-        if body.get("logprobs") and self.script.logprobs is not None:
+        if body.get("logprobs") and values is not None:
             entries = [{"token": f"t{i}", "logprob": v, "bytes": None, "top_logprobs": []}
-                       for i, v in enumerate(self.script.logprobs)]  # fmt: skip
+                       for i, v in enumerate(values)]  # fmt: skip
             logprobs = {"content": entries}
         choice = {"index": 0, "message": message, "logprobs": logprobs,
                   "finish_reason": self.script.finish_reason}  # fmt: skip

@@ -100,8 +100,8 @@ def test_a_failing_small_answer_is_escalated_and_never_sent(
         in metrics
     )
     assert (
-        'largeforge_router_cascade_escalations_total{cascade="json",reason="json_schema",step="1"} 1.0'
-        in metrics
+        "largeforge_router_cascade_escalations_total"
+        '{cascade="json",reason="json_schema",step="1"} 1.0' in metrics
     )
     assert 'largeforge_router_cost_total{expert="large"} 0.009' in metrics
 
@@ -127,7 +127,8 @@ def test_when_every_step_fails_no_invalid_answer_reaches_the_client(
     assert response.headers["x-should-retry"] == "false"
     error = response.json()["error"]
     assert error["code"] == "cascade_exhausted"
-    assert "1:small: json_schema" in error["message"] and "2:large: json_schema" in error["message"]
+    assert "1:small: json_schema" in error["message"]
+    assert "2:large: json_schema" in error["message"]
     assert (
         'largeforge_router_cascade_exhausted_total{cascade="json"} 1.0'
         in client.get("/metrics").text
@@ -221,7 +222,8 @@ def test_the_judge_decides_whether_to_escalate(
     assert "1:small: judge: large said 'No.'" in response.headers["x-largeforge-cascade-reason"]
     judged = [b for n in ("large-1", "large-2") for _p, b in replicas.clients[n].received]
     prompt = judged[0]["messages"][0]["content"]
-    assert "2+2?" in prompt and "answer from small-1" in prompt
+    assert "2+2?" in prompt
+    assert "answer from small-1" in prompt
     for name in ("large-1", "large-2"):
         replicas.script(name).answer = {"role": "assistant", "content": "Yes, it is."}
     passed = client.post("/v1/chat/completions", json=ask("judged"))

@@ -10,7 +10,7 @@ are asked for and, when the client did not ask for them, taken out again.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ from largeforge.domain.errors import (
 
 log = structlog.get_logger(__name__)
 PATH = "/chat/completions"
+
+OnStep = Callable[[StepOutcome, dict[str, Any]], None]
+"""Told each step's outcome and answer (a chat completion) as the cascade goes."""
 
 
 @dataclass(frozen=True)
@@ -91,15 +94,11 @@ class CascadeService:
         body: Mapping[str, Any],
         messages: Sequence[tuple[str, str]],
         session: str | None = None,
+        on_step: OnStep | None = None,
     ) -> CascadeReply:
         """The first answer that passes its step's checks. Raises `CascadeExhaustedError` when
         none does (or, with `on_exhausted: last`, returns the last answer given)."""
-        forwarded = dict(body)
-        if cascade.needs_logprobs:
-            forwarded["logprobs"] = True
-        if body.get("stream"):
-            options = body.get("stream_options") or {}
-            forwarded["stream_options"] = {**options, "include_usage": True}
+        forwarded = _forwarded(cascade, body)
         outcomes: list[StepOutcome] = []
         last: _StepAnswer | None = None
         for number, step in enumerate(cascade.steps, 1):
@@ -114,8 +113,10 @@ class CascadeService:
                 continue
             verdict, failed, judged = await self._check(step, body, messages, answer.payload)
             expert = answer.routed.expert
-            cost = answer.cost + judged
-            outcomes.append(StepOutcome(number, expert, verdict, cost, failed))
+            outcome = StepOutcome(number, expert, verdict, answer.cost + judged, failed)
+            outcomes.append(outcome)
+            if on_step is not None:
+                on_step(outcome, answer.payload)
             last = answer
             if verdict.passed:
                 return self._reply(cascade, outcomes, answer, body)
@@ -123,7 +124,18 @@ class CascadeService:
         trace = CascadeTrace(cascade.name, tuple(outcomes))
         if cascade.on_exhausted is Exhausted.LAST and last is not None:
             return self._reply(cascade, outcomes, last, body)
-        raise CascadeExhaustedError(cascade.name, tuple(o.describe() for o in trace.outcomes))
+        steps = tuple(o.describe() for o in trace.outcomes)
+        raise CascadeExhaustedError(cascade.name, steps, trace.cost)
+
+    async def answer_at(
+        self, cascade: Cascade, number: int, body: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], float]:
+        """Step `number`'s (1-based) answer to `body`, unchecked, and what it cost."""
+        step = cascade.steps[number - 1]
+        messages = [(str(m.get("role")), str(m.get("content") or "")) for m in body["messages"]]
+        decision = self.router.decide(step.target, messages)
+        answer = await self._ask(_forwarded(cascade, {**body, "stream": False}), decision, None)
+        return answer.payload, answer.cost
 
     async def _ask(
         self, body: Mapping[str, Any], decision: Any, session: str | None
@@ -207,6 +219,17 @@ class CascadeService:
         elif not body.get("logprobs"):
             payload["choices"] = [{**c, "logprobs": None} for c in payload.get("choices", [])]
         return CascadeReply(trace, answer.routed, payload, chunks)
+
+
+def _forwarded(cascade: Cascade, body: Mapping[str, Any]) -> dict[str, Any]:
+    """`body` with what the checks and the cost need: logprobs, and a streamed usage."""
+    forwarded = dict(body)
+    if cascade.needs_logprobs:
+        forwarded["logprobs"] = True
+    if body.get("stream"):
+        options = body.get("stream_options") or {}
+        forwarded["stream_options"] = {**options, "include_usage": True}
+    return forwarded
 
 
 def _as_asked(chunk: dict[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:

@@ -115,10 +115,11 @@ class CascadeExhaustedError(LargeForgeError):
     """Every step of a cascade failed its checks (or could not answer); `steps` says why, one
     `step:expert: reason` per step."""
 
-    def __init__(self, cascade: str, steps: tuple[str, ...]) -> None:
+    def __init__(self, cascade: str, steps: tuple[str, ...], cost: float = 0.0) -> None:
         super().__init__(
             f"no step of cascade '{cascade}' gave an answer that passed its checks: "
             + "; ".join(steps)
         )
         self.cascade = cascade
         self.steps = steps
+        self.cost = cost  # what the failed steps' answers cost

@@ -132,22 +132,38 @@ def evaluate(
     labelled: Path,
     *,
     classifier: list[str] | None = None,
+    cascade: str | None = None,
+    max_tokens: int = 64,
     json_output: bool = False,
 ) -> int:
     """Accuracy of the classifiers on a labelled JSONL file ({"query", "expert"} per line):
     per-expert precision and recall, the confusion matrix, and the share sent to the default.
+
+    With --cascade, the cascade against always-smallest and always-largest on requests with
+    reference answers ({"query" or "messages", "reference", optional "match" (exact,
+    contains, regex, json_schema), "ignore_case", and any chat field such as
+    "response_format" or "max_tokens"} per line): accuracy, the share answered at each step,
+    and cost (from each expert's cost per 1k tokens). The experts must be running.
 
     Parameters
     ----------
     config
         Router YAML file.
     labelled
-        JSON Lines file of {"query": ..., "expert": ...}.
+        JSON Lines file of labelled queries (or requests with references, for --cascade).
     classifier
         Which classifiers to evaluate (default: keyword, neural and hybrid).
+    cascade
+        Evaluate this cascade of the config instead of the classifiers.
+    max_tokens
+        For --cascade: the answers' max_tokens where a row sets none.
     json_output
         Print JSON instead of tables.
     """
+    if cascade is not None:
+        from largeforge.entrypoints.cli.route_cascade import evaluate_cascade
+
+        return evaluate_cascade(_container(config), cascade, labelled, max_tokens, json_output)
     from largeforge.application.route_evaluation import evaluate as run_eval
 
     items = _labelled(labelled)
