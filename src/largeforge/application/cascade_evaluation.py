@@ -64,12 +64,24 @@ class StrategyScore:
 
 
 @dataclass(frozen=True)
+class CaseResult:
+    """One row: the step that answered it (0: none) and whether each strategy was right."""
+
+    line: int
+    step: int
+    cascade: bool
+    smallest: bool
+    largest: bool
+
+
+@dataclass(frozen=True)
 class CascadeEvaluation:
     cascade: str
     steps: tuple[str, ...]
     cascade_score: StrategyScore
     smallest: StrategyScore
     largest: StrategyScore
+    cases: tuple[CaseResult, ...] = ()
 
     @property
     def strategies(self) -> tuple[StrategyScore, ...]:
@@ -90,6 +102,7 @@ async def evaluate_cascade(
         StrategyScore("always-largest"),
     )
     ran, smallest, largest = scores
+    results: list[CaseResult] = []
     for case in cases:
         body = {**case.body, "model": cascade.name, "stream": False}
         seen: dict[int, tuple[dict[str, Any], float]] = {}
@@ -108,17 +121,20 @@ async def evaluate_cascade(
                 step = 0
         except CascadeExhaustedError as exc:
             answer, step, cost = None, 0, exc.cost
-        _score(ran, case.correct(answer), cost)
+        right = [case.correct(answer)]
+        _score(ran, right[0], cost)
         ran.by_step[step] += 1
         for score, number in ((smallest, 1), (largest, last)):
             if number not in seen:
                 seen[number] = await service.answer_at(cascade, number, body)
             payload, spent = seen[number]
-            _score(score, case.correct(payload), spent)
+            right.append(case.correct(payload))
+            _score(score, right[-1], spent)
+        results.append(CaseResult(case.line, step, *right))
         if progress is not None:
             progress()
     steps = tuple(s.target for s in cascade.steps)
-    return CascadeEvaluation(cascade.name, steps, *scores)
+    return CascadeEvaluation(cascade.name, steps, *scores, cases=tuple(results))
 
 
 def _score(score: StrategyScore, correct: bool, cost: float) -> None:

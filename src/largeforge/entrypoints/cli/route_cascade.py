@@ -103,7 +103,12 @@ def as_json(result: CascadeEvaluation) -> dict[str, Any]:
             | ({"answered_at_step": _step_shares(s.shares())} if s.by_step else {})
             for s in result.strategies
         },
-    }
+        "rows": [
+            {"line": c.line, "step": c.step, "correct": {
+                "cascade": c.cascade, "always-smallest": c.smallest, "always-largest": c.largest}}
+            for c in result.cases
+        ],
+    }  # fmt: skip
 
 
 def _step_shares(shares: list[float]) -> dict[str, float]:
