@@ -62,6 +62,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "health_interval_s": 0.3,
         "max_wait_s": 5,
         "breaker": {"failure_threshold": 2, "base_backoff_s": 1.0, "max_backoff_s": 2.0},
+        "affinity": {"enabled": True},
         "experts": [
             {
                 "name": "code",
@@ -205,3 +206,41 @@ def test_a_local_replica_serves_inside_the_router_process(
         assert replica["requests"] == 2
     finally:
         stop(router)
+
+
+def test_a_session_stays_on_one_replica_and_moves_once_when_it_is_killed(
+    cluster: Cluster,
+) -> None:
+    """Session affinity: 20 turns of one conversation (`user` is the session key) land on one
+    replica of the routed expert; killing that replica moves the session once, and the client
+    (no retries) sees every turn answered."""
+    client = openai.OpenAI(base_url=f"{cluster.router}/v1", api_key="none", max_retries=0)
+    conversation: list[dict[str, str]] = []
+
+    def turn(i: int) -> tuple[str, str | None]:
+        conversation.append({"role": "user", "content": f"solve the equation number {i}"})
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=conversation,
+            max_tokens=6,
+            user="session-7",  # type: ignore[arg-type]
+        )
+        reply = raw.parse()
+        assert raw.headers["x-largeforge-expert"] == "math"
+        conversation.append(
+            {"role": "assistant", "content": reply.choices[0].message.content or ""}
+        )
+        return raw.headers["x-largeforge-replica"], raw.headers.get("x-largeforge-session-moved")
+
+    first = [turn(i) for i in range(20)]
+    pinned = first[0][0]
+    assert first == [(pinned, None)] * 20
+    port, victim = cluster.replicas[pinned]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    other = "math-2" if pinned == "math-1" else "math-1"
+    after = [turn(i) for i in range(20, 30)]
+    assert after == [(other, f"{pinned}->{other}")] + [(other, None)] * 9
+    metrics = httpx.get(f"{cluster.router}/metrics", timeout=5).text
+    assert 'largeforge_router_session_moves_total{expert="math"} 1.0' in metrics
+    cluster.start_replica(pinned, port)  # back for any test after this one
