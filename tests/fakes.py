@@ -288,6 +288,10 @@ class FakeInferenceEngine:
         self.refuse_constraints = False
         self.native_tools = False
         self.tool_format = "hermes"
+        self.adapter_loading = False  # as `serve --enable-lora`
+        self.hold: asyncio.Event | None = None  # when set: each token waits for it
+        self.running: dict[str | None, int] = {}  # generating now, by adapter
+        self.unloaded: list[tuple[str, int]] = []  # (adapter, still running with it then)
 
     @property
     def model_id(self) -> str:
@@ -353,11 +357,16 @@ class FakeInferenceEngine:
         words.append(self.EOS)
         budget = params.max_tokens or 1
         self.active += 1
+        self.running[adapter] = self.running.get(adapter, 0) + 1
         try:
             for n, word in enumerate(words[:budget], start=1):
                 if self.fail_after is not None and n > self.fail_after:
                     raise RuntimeError("the fake engine broke")
+                if adapter is not None and adapter not in self.adapter_names:
+                    raise RuntimeError(f"adapter {adapter} was freed while generating")
                 await asyncio.sleep(self.delay)
+                if self.hold is not None:
+                    await self.hold.wait()
                 logprob = None
                 if params.logprobs is not None:
                     top = tuple((f"{word}{'~' * k}", -0.5 - k) for k in range(params.logprobs))
@@ -373,6 +382,18 @@ class FakeInferenceEngine:
                 yield TokenStep(self._id(word), text, logprob, finish)
         finally:
             self.active -= 1
+            self.running[adapter] -= 1
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        if not self.adapter_loading:
+            raise InvalidRequestError("start it with --enable-lora", param="lora_path")
+        if not path.startswith("/adapters/"):
+            raise InvalidRequestError(f"no adapter_config.json in {path}", param="lora_path")
+        self.adapter_names = (*self.adapter_names, name)
+
+    async def unload_adapter(self, name: str) -> None:
+        self.unloaded.append((name, self.running.get(name, 0)))
+        self.adapter_names = tuple(a for a in self.adapter_names if a != name)
 
     async def prompt_logprobs(
         self, prompt_ids: Sequence[int], top: int, adapter: str | None = None

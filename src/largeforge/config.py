@@ -338,6 +338,11 @@ class ServeSettings(_Strict):
     max_model_len: int | None = Field(None, gt=0)
     backend: Literal["transformers", "vllm"] = "transformers"
     lora: dict[str, str] = Field(default_factory=dict, description="served name -> adapter dir")
+    enable_lora: bool = Field(
+        False, description="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter"
+    )
+    max_loras: int = Field(4, ge=1, description="vllm: adapters loaded at run time kept at once")
+    max_lora_rank: int = Field(16, ge=1, description="vllm: the highest rank loaded at run time")
     max_num_seqs: int = Field(16, ge=1, le=1024)
     max_queue: int = Field(256, ge=0)
     on_overflow: Literal["reject", "truncate-max-tokens"] = "reject"

@@ -127,6 +127,9 @@ def _inference_engine(
     lora: dict[str, str],
     max_num_seqs: int,
     max_queue: int,
+    enable_lora: bool = False,
+    max_loras: int = 4,
+    max_lora_rank: int = 16,
 ) -> InferenceEngine:
     model_dir = resolver.resolve(model)
     if backend == "vllm":
@@ -140,6 +143,9 @@ def _inference_engine(
             adapters=lora,
             max_num_seqs=max_num_seqs,
             max_queue=max_queue,
+            adapter_loading=enable_lora,
+            max_loras=max_loras,
+            max_lora_rank=max_lora_rank,
         )
         return engine
     from largeforge.adapters.hf.inference import TransformersInferenceEngine
@@ -153,6 +159,7 @@ def _inference_engine(
         adapters=lora,
         max_num_seqs=max_num_seqs,
         max_queue=max_queue,
+        adapter_loading=enable_lora,
     )
 
 
@@ -372,6 +379,9 @@ class Container(containers.DeclarativeContainer):
         lora=config.serve.lora,
         max_num_seqs=config.serve.max_num_seqs,
         max_queue=config.serve.max_queue,
+        enable_lora=config.serve.enable_lora,
+        max_loras=config.serve.max_loras,
+        max_lora_rank=config.serve.max_lora_rank,
     )
     engines = providers.Singleton(_engines, engine=inference_engine)
     generation = providers.Singleton(

@@ -178,6 +178,16 @@ class InferenceEngine(Protocol):
         """Each prompt token's log-probability given the tokens before it (the first: None)."""
         ...
 
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Serve the LoRA adapter in directory `path` as `name` from now on. Raises
+        `InvalidRequestError` naming why it cannot: the engine was started without adapter
+        loading, the directory holds no adapter for this model, a rank above the limit."""
+        ...
+
+    async def unload_adapter(self, name: str) -> None:
+        """Forget adapter `name` and free its weights (its requests have finished)."""
+        ...
+
     def load(self) -> EngineLoad: ...
 
     def close(self) -> None: ...

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import structlog
+
+from largeforge.application.adapter_leases import AdapterLeases
 from largeforge.application.ports import EngineLoad, InferenceEngine, ToolCallFormat
 from largeforge.application.tool_replies import (
     ReplySplitter,
@@ -19,7 +22,11 @@ from largeforge.application.tool_replies import (
     output_constraint,
 )
 from largeforge.domain.datasets import Message
-from largeforge.domain.errors import InvalidRequestError, ModelNotServedError
+from largeforge.domain.errors import (
+    AdapterNotLoadedError,
+    InvalidRequestError,
+    ModelNotServedError,
+)
 from largeforge.domain.generation import (
     ChatRequest,
     Choice,
@@ -36,6 +43,8 @@ from largeforge.domain.generation import (
 )
 from largeforge.domain.stops import StopMatcher
 from largeforge.domain.tools import Constraint, ToolSpec
+
+log = structlog.get_logger(__name__)
 
 StreamEvent = ChoiceDelta | Usage
 """What a stream yields: pieces of choices, then (last) the request's usage."""
@@ -75,6 +84,7 @@ class TextGeneration:
         tool_formats: ToolFormats | None = None,
         tool_call_parser: str | None = None,
         tool_grammar: bool = True,
+        unload_timeout_s: float = 600.0,
     ) -> None:
         """`tool_grammar=False` leaves answers offered tools unconstrained: the tools are still
         in the prompt and calls are still parsed out of the text, but nothing forces them to be
@@ -84,6 +94,9 @@ class TextGeneration:
         self._overflow = overflow
         self._tool_formats = tool_formats
         self._tool_call_parser = tool_call_parser
+        self._unload_timeout_s = unload_timeout_s
+        self._leases = AdapterLeases()
+        self._loading: set[str] = set()
         self._routes: dict[str, tuple[InferenceEngine, str | None]] = {}
         for engine in self._engines:
             self._routes[engine.model_id] = (engine, None)
@@ -98,6 +111,66 @@ class TextGeneration:
         """The base model id under an adapter id (None for a base model)."""
         engine, adapter = self._route(model)
         return engine.model_id if adapter else None
+
+    async def load_adapter(self, name: str, path: str, base: str | None = None) -> None:
+        """Serve the LoRA adapter at `path` as model id `name` on `base` (default: the only
+        engine) at once. `InvalidRequestError` when the name is taken or the engine refuses."""
+        if name in self._routes or name in self._loading:
+            raise InvalidRequestError(
+                f"The lora adapter '{name}' has already been loaded.", param="lora_name"
+            )
+        engine = self._engine_named(base)
+        self._loading.add(name)
+        try:
+            await engine.load_adapter(name, path)
+        finally:
+            self._loading.discard(name)
+        self._routes[name] = (engine, name)
+        log.info("adapter_loaded", adapter=name, path=path, base=engine.model_id)
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving adapter `name`: new requests for it are refused at once (404), the
+        requests already generating with it finish, then the engine frees it."""
+        route = self._routes.get(name)
+        if route is None or route[1] is None:
+            raise AdapterNotLoadedError(name)
+        del self._routes[name]
+        running = self._leases.held(name)
+        if not await self._leases.drained(name, self._unload_timeout_s):
+            log.warning(
+                "adapter_unload_timeout", adapter=name, still_running=self._leases.held(name)
+            )
+        await route[0].unload_adapter(name)
+        log.info("adapter_unloaded", adapter=name, waited_for=running)
+
+    def _engine_named(self, base: str | None) -> InferenceEngine:
+        if base is None:
+            if len(self._engines) == 1:
+                return self._engines[0]
+            names = ", ".join(e.model_id for e in self._engines)
+            raise InvalidRequestError(
+                f"name the base model of the adapter: one of {names}", param="base_model_name"
+            )
+        for engine in self._engines:
+            if engine.model_id == base:
+                return engine
+        raise ModelNotServedError(base, tuple(e.model_id for e in self._engines))
+
+    @contextlib.contextmanager
+    def _lease(self, prepared: _Prepared) -> Iterator[None]:
+        """Hold the request's adapter while it runs; refuse it if the adapter was unloaded
+        since the request was prepared (before anything was sent)."""
+        adapter = prepared.adapter
+        if adapter is None:
+            yield
+            return
+        if adapter not in self._routes:
+            raise ModelNotServedError(adapter, self.models())
+        self._leases.take(adapter)
+        try:
+            yield
+        finally:
+            self._leases.give_back(adapter)
 
     def tool_calling(self) -> dict[str, dict[str, str]]:
         """Per base model: the tool-call format in use and how tools reach the prompt."""
@@ -131,9 +204,12 @@ class TextGeneration:
         prompt_logprobs: tuple[TokenLogprob, ...] = ()
         if request.echo and prepared.params.logprobs is not None:
             engine, adapter = prepared.engine, prepared.adapter
-            prompt_logprobs = tuple(
-                await engine.prompt_logprobs(prepared.prompt_ids, prepared.params.logprobs, adapter)
-            )
+            with self._lease(prepared):
+                prompt_logprobs = tuple(
+                    await engine.prompt_logprobs(
+                        prepared.prompt_ids, prepared.params.logprobs, adapter
+                    )
+                )
         echo = _prompt_text(request, prepared) if request.echo else ""
         completion = await _collect(self._stream(prepared, echo, on_first_token), prepared)
         if not request.echo or prepared.params.logprobs is None:
@@ -213,18 +289,19 @@ class TextGeneration:
         self, prepared: _Prepared, echo_text: str, on_first_token: Hook
     ) -> AsyncGenerator[StreamEvent, None]:
         tally = _Tally()
-        if prepared.check is not None:  # compiles (or finds cached) off the event loop
-            await asyncio.to_thread(check_output, prepared.engine, *prepared.check)
-        if echo_text:
-            for index in range(prepared.n):
-                yield ChoiceDelta(index, echo_text)
-        deltas = _choice(prepared, 0, tally) if prepared.n == 1 else _merged(prepared, tally)
-        async with contextlib.aclosing(deltas):
-            async for delta in deltas:
-                if on_first_token is not None:
-                    on_first_token()
-                    on_first_token = None
-                yield delta
+        with self._lease(prepared):
+            if prepared.check is not None:  # compiles (or finds cached) off the event loop
+                await asyncio.to_thread(check_output, prepared.engine, *prepared.check)
+            if echo_text:
+                for index in range(prepared.n):
+                    yield ChoiceDelta(index, echo_text)
+            deltas = _choice(prepared, 0, tally) if prepared.n == 1 else _merged(prepared, tally)
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    if on_first_token is not None:
+                        on_first_token()
+                        on_first_token = None
+                    yield delta
         yield Usage(len(prepared.prompt_ids), tally.completion_tokens)
 
     # -- tokens (`/tokenize`, `/detokenize`) ------------------------------------------------

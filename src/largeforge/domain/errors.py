@@ -123,3 +123,11 @@ class CascadeExhaustedError(LargeForgeError):
         self.cascade = cascade
         self.steps = steps
         self.cost = cost  # what the failed steps' answers cost
+
+
+class AdapterNotLoadedError(LargeForgeError):
+    """An unload named a LoRA adapter this server does not serve (HTTP 404)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The lora adapter '{name}' cannot be found.")
+        self.name = name

@@ -199,6 +199,13 @@ class ContinuousBatcher:
             self._cond.notify()
         return future
 
+    def swap_model(self, model: Any, use_adapters: bool) -> None:
+        """Generate with `model` from the next step on (call it from a `call` job: the same
+        weights, wrapped or unwrapped by PEFT, so the sequences' caches stay valid)."""
+        self._model = model
+        self._use_adapters = use_adapters
+        self._decode_step = None  # the flat decode step knows only the unwrapped model
+
     def load(self) -> EngineLoad:
         """Admitted sequences split as `AdmissionLimits` counts them (running, waiting)."""
         with self._cond:

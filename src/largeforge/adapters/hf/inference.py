@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,7 +22,7 @@ from largeforge.adapters.hf.threads import serial_here
 from largeforge.adapters.system.device import detect_device, resolve_dtype
 from largeforge.application.ports import EngineLoad
 from largeforge.domain.datasets import Message
-from largeforge.domain.errors import ConfigError
+from largeforge.domain.errors import ConfigError, InvalidRequestError
 from largeforge.domain.generation import SamplingParams, TokenLogprob, TokenStep
 from largeforge.domain.tools import Constraint
 
@@ -35,6 +36,8 @@ class TransformersInferenceEngine(TokenizerCodec):
     applies each row's adapter), and the base model stays servable under `model_id`.
     `on_step` observes every forward pass (which sequences ran in it, under which adapter).
     Output constraints (`SamplingParams.constraint`) are compiled by xgrammar, once per value.
+    `adapter_loading` allows `load_adapter` at run time; it keeps the linears PEFT may wrap
+    unpacked (no fused projections, no prepacked kernels), which costs decode speed.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class TransformersInferenceEngine(TokenizerCodec):
         max_num_seqs: int = 16,
         max_queue: int = 256,
         on_step: StepHook | None = None,
+        adapter_loading: bool = False,
     ) -> None:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -58,9 +62,10 @@ class TransformersInferenceEngine(TokenizerCodec):
         dtype_name = resolve_dtype(dtype, info)
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self._adapters = tuple(adapters or {})
+        self._adapter_loading = adapter_loading
         with serial_here():  # this thread starts no OpenMP team of its own (see threads.py)
             model, prepacked, fused = _load(
-                model_dir, dtype_name, info.kind, adapters or {}, max_num_seqs
+                model_dir, dtype_name, info.kind, adapters or {}, max_num_seqs, adapter_loading
             )
         config_len = getattr(model.config, "max_position_embeddings", None) or 2048
         self._context_window = min(max_model_len or config_len, config_len)
@@ -167,6 +172,46 @@ class TransformersInferenceEngine(TokenizerCodec):
             entries.append(logprob_entry(logprobs[position], token, top, self._texts))
         return entries
 
+    async def load_adapter(self, name: str, path: str) -> None:
+        if not self._adapter_loading:
+            raise InvalidRequestError(
+                "this server loads no adapters at run time: start it with --enable-lora",
+                param="lora_path",
+            )
+        check_adapter_dir(name, path)
+        await asyncio.wrap_future(self._batcher.call(lambda: self._add_adapter(name, path)))
+
+    async def unload_adapter(self, name: str) -> None:
+        await asyncio.wrap_future(self._batcher.call(lambda: self._remove_adapter(name)))
+
+    def _add_adapter(self, name: str, path: str) -> None:
+        """On the batcher thread, between steps: wrap the model the first time, then add."""
+        from peft import PeftModel
+
+        try:
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(path, adapter_name=name)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name)
+                self._model.eval()
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise InvalidRequestError(
+                f"cannot load LoRA adapter '{name}' from {path}: {exc}", param="lora_path"
+            ) from None
+        self._adapters = (*self._adapters, name)
+        self._batcher.swap_model(self._model, use_adapters=True)
+
+    def _remove_adapter(self, name: str) -> None:
+        """On the batcher thread: delete it; with the last one gone, unwrap the base model."""
+        remaining = tuple(a for a in self._adapters if a != name)
+        if remaining:
+            self._model.delete_adapter(name)
+            self._model.set_adapter(remaining[0])
+        else:
+            self._model = self._model.unload()  # removes the LoRA layers, merges nothing
+        self._adapters = remaining
+        self._batcher.swap_model(self._model, use_adapters=bool(remaining))
+
     def load(self) -> EngineLoad:
         return self._batcher.load()
 
@@ -188,8 +233,21 @@ class EngineLikelihoodScorer:
         return sum(tail) / len(tail)
 
 
+def check_adapter_dir(name: str, path: str) -> None:
+    """`InvalidRequestError` unless `path` is a directory with a PEFT `adapter_config.json`."""
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise InvalidRequestError(
+            f"LoRA adapter '{name}': no adapter_config.json in {path}", param="lora_path"
+        )
+
+
 def _load(
-    model_dir: str, dtype_name: str, device: str, adapters: Mapping[str, str], batch_hint: int
+    model_dir: str,
+    dtype_name: str,
+    device: str,
+    adapters: Mapping[str, str],
+    batch_hint: int,
+    adapter_loading: bool = False,
 ) -> tuple[Any, int, int]:
     """The model ready to serve, and how many linears were prepacked and modules fused."""
     import torch
@@ -204,7 +262,8 @@ def _load(
     model.eval()
     prepacked = fused = 0
     quantized = getattr(model.config, "quantization_config", None) is not None
-    if can_prepack(model.dtype, device) and not quantized:  # AWQ/GPTQ keep their kernels
+    # AWQ/GPTQ keep their kernels; adapters loaded later need plain linears for PEFT to wrap
+    if can_prepack(model.dtype, device) and not quantized and not adapter_loading:
         fused = 0 if adapters else fuse_projections(model)
         kernels = {"gemv": cpu_kernels.gemv_ops(), "tiles": cpu_kernels.tile_ops()}
         prepacked = prepack_linears(model, batch_hint=batch_hint, **kernels)

@@ -18,7 +18,7 @@ import structlog
 from largeforge.adapters.hf.prompts import TokenizerCodec
 from largeforge.adapters.hf.sampling import TokenTexts
 from largeforge.adapters.system.device import cpu_dtype, cpu_flags
-from largeforge.adapters.vllm.lora import max_lora_rank
+from largeforge.adapters.vllm.lora import adapter_rank, max_lora_rank
 from largeforge.adapters.vllm.outputs import prompt_entries, step_entries
 from largeforge.adapters.vllm.structured import (
     ConstraintCompiler,
@@ -30,6 +30,7 @@ from largeforge.application.ports import EngineLoad
 from largeforge.domain.admission import AdmissionLimits
 from largeforge.domain.errors import (
     BackendUnavailableError,
+    ConfigError,
     EngineFaultError,
     InvalidRequestError,
 )
@@ -64,7 +65,12 @@ class VllmInferenceEngine(TokenizerCodec):
         adapters: Mapping[str, str] | None = None,
         max_num_seqs: int = 16,
         max_queue: int = 256,
+        adapter_loading: bool = False,
+        max_loras: int = 4,
+        max_lora_rank: int = 16,
     ) -> None:
+        """`adapter_loading` reserves room for `max_loras` adapters of rank up to
+        `max_lora_rank` (or the start-up adapters' own, when higher) for `load_adapter`."""
         _cpu_defaults()
         try:
             import torch
@@ -85,6 +91,10 @@ class VllmInferenceEngine(TokenizerCodec):
         adapters = dict(adapters or {})
         self._adapters = tuple(adapters)
         self._lora_requests = _lora_requests(adapters)
+        self._lora_ids = itertools.count(len(adapters) + 1)
+        self._adapter_loading = adapter_loading
+        lora = _lora_args(adapters, max_loras, max_lora_rank if adapter_loading else None)
+        self._max_lora_rank = int(lora.get("max_lora_rank", 0))
         args = AsyncEngineArgs(
             model=model_dir,
             dtype=dtype,
@@ -93,7 +103,7 @@ class VllmInferenceEngine(TokenizerCodec):
             enforce_eager=not torch.cuda.is_available(),
             disable_log_stats=True,
             structured_outputs_config=structured_outputs_config(),
-            **_lora_args(adapters),
+            **lora,
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._context_window = int(self._engine.vllm_config.model_config.max_model_len)
@@ -125,6 +135,39 @@ class VllmInferenceEngine(TokenizerCodec):
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        if not self._adapter_loading:
+            raise InvalidRequestError(
+                "this server loads no adapters at run time: start it with --enable-lora",
+                param="lora_path",
+            )
+        try:
+            rank = adapter_rank(name, path)
+        except ConfigError as exc:
+            raise InvalidRequestError(str(exc), param="lora_path") from None
+        if rank > self._max_lora_rank:
+            raise InvalidRequestError(
+                f"LoRA adapter '{name}' has rank {rank}, above this server's "
+                f"--max-lora-rank {self._max_lora_rank}",
+                param="lora_path",
+            )
+        request = LoRARequest(name, next(self._lora_ids), path)
+        try:
+            await self._engine.add_lora(request)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise InvalidRequestError(
+                f"cannot load LoRA adapter '{name}' from {path}: {exc}", param="lora_path"
+            ) from None
+        self._lora_requests[name] = request
+        self._adapters = (*self._adapters, name)
+
+    async def unload_adapter(self, name: str) -> None:
+        request = self._lora_requests.pop(name)
+        self._adapters = tuple(a for a in self._adapters if a != name)
+        await self._engine.remove_lora(request.lora_int_id)
 
     def load(self) -> EngineLoad:
         inflight = self._inflight
@@ -247,15 +290,26 @@ def _lora_requests(adapters: Mapping[str, str]) -> dict[str, Any]:
     return {name: LoRARequest(name, next(ids), path) for name, path in adapters.items()}
 
 
-def _lora_args(adapters: Mapping[str, str]) -> dict[str, Any]:
-    """vLLM's LoRA settings: off without adapters, else a rank that fits each adapter's own."""
-    if not adapters:
+def _lora_args(
+    adapters: Mapping[str, str], max_loras: int, loading_rank: int | None
+) -> dict[str, Any]:
+    """vLLM's LoRA settings: off without adapters or loading (`loading_rank` None), else room
+    for the adapters (and `max_loras` loaded ones) at a rank that fits every one."""
+    if not adapters and loading_rank is None:
         return {}
     from vllm.config.lora import MaxLoRARanks
 
     allowed = typing.get_args(MaxLoRARanks)
-    return {
-        "enable_lora": True,
-        "max_loras": len(adapters),
-        "max_lora_rank": max_lora_rank(adapters, allowed),
-    }
+    ranks = [max_lora_rank(adapters, allowed)] if adapters else []
+    if loading_rank is not None:
+        ranks.append(_allowed_rank(loading_rank, allowed))
+    loaded = max_loras if loading_rank is not None else 0
+    return {"enable_lora": True, "max_loras": max(len(adapters), loaded, 1),
+            "max_lora_rank": max(ranks)}  # fmt: skip
+
+
+def _allowed_rank(rank: int, allowed: Sequence[int]) -> int:
+    for value in sorted(allowed):
+        if value >= rank:
+            return value
+    raise ConfigError(f"--max-lora-rank {rank} is above the largest vLLM supports ({max(allowed)})")

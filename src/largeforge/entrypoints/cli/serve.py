@@ -20,6 +20,9 @@ def serve(
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
     max_model_len: int | None = None,
     lora: list[str] | None = None,
+    enable_lora: bool = False,
+    max_loras: int = 4,
+    max_lora_rank: int = 16,
     backend: Literal["transformers", "vllm"] = "transformers",
     max_num_seqs: int = 16,
     max_queue: int = 256,
@@ -31,7 +34,8 @@ def serve(
     """Serve a model over an OpenAI-compatible API.
 
     Routes: /v1/models, /v1/completions, /v1/chat/completions (streaming with SSE),
-    /v1/embeddings (with --embedding-model), /tokenize, /detokenize, /health, /metrics
+    /v1/embeddings (with --embedding-model), /v1/load_lora_adapter and
+    /v1/unload_lora_adapter (with --enable-lora), /tokenize, /detokenize, /health, /metrics
     (Prometheus).
 
     Parameters
@@ -58,6 +62,15 @@ def serve(
     lora
         A LoRA adapter served as its own model id, as NAME=PATH (e.g. a run's adapter
         directory); repeat for several.
+    enable_lora
+        Allow loading and unloading adapters while serving: POST /v1/load_lora_adapter
+        ({"lora_name", "lora_path"}) and /v1/unload_lora_adapter ({"lora_name"}), vLLM's
+        endpoints, behind the API keys. On the transformers engine this keeps the linears
+        unpacked (slower decoding).
+    max_loras
+        vllm: adapters loaded at run time that are kept at once.
+    max_lora_rank
+        vllm: the highest adapter rank that can be loaded at run time.
     backend
         transformers (continuous batching, any device) or vllm (needs the vllm extra).
     max_num_seqs
@@ -100,6 +113,9 @@ def serve(
             "dtype": dtype,
             "max_model_len": max_model_len,
             "lora": _adapters(lora or []),
+            "enable_lora": enable_lora,
+            "max_loras": max_loras,
+            "max_lora_rank": max_lora_rank,
             "backend": backend,
             "max_num_seqs": max_num_seqs,
             "max_queue": max_queue,

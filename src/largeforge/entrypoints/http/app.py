@@ -35,6 +35,7 @@ from largeforge.entrypoints.http.errors import (
     ServiceLoadingError,
     describe,
 )
+from largeforge.entrypoints.http.lora_adapters import load_lora_adapter, unload_lora_adapter
 from largeforge.entrypoints.http.metrics import ServerMetrics
 from largeforge.entrypoints.http.openapi import RETRY_AFTER, answer, completion, documented
 from largeforge.entrypoints.http.responses import (
@@ -476,7 +477,14 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[list_models, chat_completions, completions, embeddings],
+        route_handlers=[
+            list_models,
+            chat_completions,
+            completions,
+            embeddings,
+            load_lora_adapter,
+            unload_lora_adapter,
+        ],
         guards=api_key_guards(api_keys),
         security=[{"bearer": []}] if api_keys else None,
     )

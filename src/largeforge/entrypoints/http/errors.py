@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from largeforge.domain.errors import (
+    AdapterNotLoadedError,
     CascadeExhaustedError,
     ContextLengthExceededError,
     EngineOverloadedError,
@@ -77,6 +78,8 @@ def describe(exc: BaseException) -> Described:
     if isinstance(exc, NoReplicaAvailableError):
         body = error_body(str(exc), "service_unavailable", None, "no_replica_available")
         return 503, body, {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, AdapterNotLoadedError):
+        return 404, error_body(str(exc), "invalid_request_error", "lora_name", "not_found"), {}
     if isinstance(exc, CascadeExhaustedError):  # the experts failed: retrying would too
         body = error_body(str(exc), "server_error", None, "cascade_exhausted")
         return 502, body, {"x-should-retry": "false"}
