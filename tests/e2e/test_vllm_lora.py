@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.live_adapters import load_and_unload_under_load
 from tests.e2e.server import free_port, running_server, spawn, stop
 from tests.e2e.vllm_env import START_TIMEOUT, vllm_python
 from tests.support import build_tiny_adapter
@@ -67,6 +68,7 @@ def client(
     args = ("--model", str(model_dir), "--served-model-name", "tiny", "--backend", "vllm")
     args += ("--lora", f"tuned={adapter}", "--max-model-len", "128", "--max-num-seqs", "2")
     args += ("--dtype", "float32")  # scored against fp32 references
+    args += ("--enable-lora", "--max-lora-rank", "8")  # below the start-up adapter's own rank
     log = tmp_path_factory.mktemp("serve") / "vllm-lora.log"
     with running_server(*args, log=log, timeout=START_TIMEOUT, python=python) as base:
         yield openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
@@ -128,3 +130,22 @@ def health_after_loading(process: subprocess.Popen[bytes], base: str, log: Path)
                 return body
         time.sleep(0.3)
     raise AssertionError(f"still loading after {START_TIMEOUT}s: {log.read_text()}")
+
+
+def test_an_adapter_loaded_and_unloaded_under_load_fails_no_request(
+    client: openai.OpenAI, model_dir: Path, tmp_path: Path
+) -> None:
+    """vLLM's engine under `serve --enable-lora`: the same scenario as the transformers
+    engine's (tests/e2e/live_adapters.py); a rank above the reserved one is refused."""
+    from tests.support import build_tiny_adapter
+
+    base = str(client.base_url).removesuffix("/v1/")
+    too_big = build_tiny_adapter(model_dir, tmp_path / "big", seed=6, rank=64, alpha=16)
+    refused = httpx.post(
+        f"{base}/v1/load_lora_adapter", json={"lora_name": "big", "lora_path": str(too_big)}
+    )
+    assert refused.status_code == 400
+    assert "rank 64, above this server's --max-lora-rank 32" in refused.json()["error"]["message"]
+    adapter = build_tiny_adapter(model_dir, tmp_path / "live", seed=5, rank=8, alpha=16)
+    seen = load_and_unload_under_load(base, "tiny", adapter, long_tokens=64)
+    assert seen["base_requests"] > 0
