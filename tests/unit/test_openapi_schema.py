@@ -11,6 +11,7 @@ from litestar.testing import TestClient
 from largeforge.entrypoints.http import openapi_models as models
 from largeforge.entrypoints.http.app import create_app
 from largeforge.entrypoints.http.embeddings import EmbeddingBody
+from largeforge.entrypoints.http.lora_adapters import LoadLoraAdapterBody, UnloadLoraAdapterBody
 from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody
 from largeforge.entrypoints.http.tokens import DetokenizeBody, TokenizeChatBody, TokenizePromptBody
 from tests.router_fakes import FakeReplicas
@@ -92,7 +93,7 @@ def test_serve_posts_document_every_parameter_and_status(
 
 def test_serve_documents_its_reads(serve_doc: dict[str, Any]) -> None:
     paths = serve_doc["paths"]
-    assert set(paths) == {"/health", "/metrics", "/v1/models", *POSTS, *UTILITY_POSTS}
+    assert set(paths) == {"/health", "/metrics", "/v1/models", *POSTS, *UTILITY_POSTS, *LORA_POSTS}
     assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
     assert "text/plain; version=0.0.4" in paths["/metrics"]["get"]["responses"]["200"]["content"]
     models = paths["/v1/models"]["get"]["responses"]
@@ -107,6 +108,23 @@ UTILITY_POSTS = {
     "/detokenize": (DetokenizeBody, models.DetokenizeResponse),
 }
 UTILITY_ERRORS = {"400", "401", "404", "413", "503"}
+LORA_POSTS = {
+    "/v1/load_lora_adapter": LoadLoraAdapterBody,
+    "/v1/unload_lora_adapter": UnloadLoraAdapterBody,
+}
+
+
+@pytest.mark.parametrize("path", list(LORA_POSTS))
+def test_lora_routes_document_vllms_bodies_and_text_answers(
+    serve_doc: dict[str, Any], path: str
+) -> None:
+    schema = request_schema(serve_doc, path)
+    assert set(schema["properties"]) == set(LORA_POSTS[path].model_fields)
+    assert "lora_name" in schema["required"]
+    assert schema["additionalProperties"] is False
+    responses = serve_doc["paths"][path]["post"]["responses"]
+    assert set(responses) == {"200", *UTILITY_ERRORS}
+    assert set(responses["200"]["content"]) == {"text/plain"}
 
 
 @pytest.mark.parametrize("path", list(UTILITY_POSTS))
