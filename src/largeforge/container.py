@@ -475,7 +475,7 @@ def _embedding_model(classifier: str, model_dir: str | None) -> EmbeddingModel |
 
 
 def _classifier(
-    kind: str, mode: str, policy: RoutingPolicy, embeddings: EmbeddingModel | None
+    policy: RoutingPolicy, kind: str, mode: str, embeddings: EmbeddingModel | None
 ) -> QueryClassifier:
     keyword = KeywordClassifier(policy)
     if kind == "keyword":
@@ -533,13 +533,14 @@ class RouterContainer(containers.DeclarativeContainer):
         classifier=providers.Callable(lambda s: s.classifier, settings),
         model_dir=providers.Callable(lambda s: s.embedding_model, settings),
     )
-    classifier = providers.Singleton(
+    classifier_for = providers.Factory(
         _classifier,
         kind=providers.Callable(lambda s: s.classifier, settings),
         mode=providers.Callable(lambda s: s.hybrid_mode, settings),
-        policy=policy,
         embeddings=embedding_model,
     )
+    """The classifier of a policy: `classifier_for(policy=...)`."""
+    classifier = providers.Singleton(classifier_for, policy=policy)
     http_client = providers.Factory(
         _http_client,
         connect_timeout_s=providers.Callable(lambda s: s.connect_timeout_s, settings),
@@ -564,10 +565,10 @@ class RouterContainer(containers.DeclarativeContainer):
         strategy=strategy,
         max_wait_s=providers.Callable(lambda s: s.max_wait_s, settings),
         pins=providers.Callable(_session_pins, settings),
+        classifier_for=classifier_for.provider,
     )
     cascades = providers.Singleton(
         CascadeService,
         router=router,
         cascades=providers.Callable(lambda s: s.cascade_list(), settings),
-        costs=providers.Callable(lambda s: s.costs(), settings),
     )

@@ -16,12 +16,11 @@ from largeforge.domain.cascade import (
     CascadeStep,
     CheckKind,
     Exhausted,
-    ExpertCost,
     check_cascades,
 )
 from largeforge.domain.circuit_breaker import BreakerPolicy
 from largeforge.domain.errors import ConfigError
-from largeforge.domain.routing import Expert, ReplicaSpec, RouteOn, RoutingPolicy
+from largeforge.domain.routing import Expert, ExpertCost, ReplicaSpec, RouteOn, RoutingPolicy
 
 
 class ReplicaSettings(_Strict):
@@ -159,9 +158,6 @@ class RouterSettings(_Strict):
                 raise ConfigError(f"cascades[{i}] ({c.name}): {exc}") from None
         return result
 
-    def costs(self) -> dict[str, ExpertCost]:
-        return {e.name: ExpertCost(e.cost.prompt, e.cost.completion) for e in self.experts}
-
     def policy(self) -> RoutingPolicy:
         """The domain routing policy (validates names, keywords and the default expert)."""
         return RoutingPolicy(
@@ -182,6 +178,7 @@ class RouterSettings(_Strict):
             replicas=tuple(replica_spec(e.name, i, r) for i, r in enumerate(e.replicas, 1)),
             threshold=e.threshold,
             weight=e.weight,
+            cost=ExpertCost(e.cost.prompt, e.cost.completion),
         )
 
     def breaker_policy(self) -> BreakerPolicy:

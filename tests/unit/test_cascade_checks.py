@@ -16,12 +16,12 @@ from largeforge.domain.cascade import (
     Answer,
     CascadeCheck,
     CheckKind,
-    ExpertCost,
     answers_of,
     check_answer,
 )
 from largeforge.domain.chat_chunks import assemble_chunks
 from largeforge.domain.errors import ConfigError
+from largeforge.domain.routing import ExpertCost
 from largeforge.routing_config import RouterSettings, load_router_settings
 
 SCHEMA = {

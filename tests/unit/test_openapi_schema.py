@@ -241,13 +241,20 @@ def test_router_documents_experts_and_admin_routes(router_doc: dict[str, Any]) -
     replicas = "/router/experts/{expert}/replicas"
     replica = replicas + "/{name}"
     assert set(paths) == {
-        "/health", "/metrics", "/v1/models", *POSTS, "/router/experts", replicas, replica,
-        replica + "/drain", replica + "/resume",
+        "/health", "/metrics", "/v1/models", *POSTS, "/router/experts", "/router/experts/{expert}",
+        replicas, replica, replica + "/drain", replica + "/resume",
     }  # fmt: skip
     assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
     experts = paths["/router/experts"]["get"]["responses"]
     assert set(experts) == {"200", "401"}
     assert "experts" in json_body(experts["200"])["required"]
+    new_expert = paths["/router/experts"]["post"]
+    assert set(new_expert["responses"]) == {"201", "400", "401", "403", "404", "413"}
+    body = new_expert["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["name"]
+    assert {"keywords", "examples", "replicas", "cost"} <= set(body["properties"])
+    removed = paths["/router/experts/{expert}"]["delete"]["responses"]
+    assert set(removed) == {"200", "400", "401", "403", "404"}
     add = paths[replicas]["post"]
     assert set(add["responses"]) == {"201", "400", "401", "403", "404", "413"}
     assert add["requestBody"]["content"]["application/json"]["schema"]["required"] == ["url"]

@@ -52,13 +52,17 @@ def replicas() -> FakeReplicas:
     return FakeReplicas()
 
 
-def app(replicas: FakeReplicas, **extra: Any) -> Any:
+def app(replicas: FakeReplicas, admin_keys: tuple[str, ...] = (), **extra: Any) -> Any:
     settings = RouterSettings.model_validate(config(**extra))
     container = RouterContainer(settings=settings)
     container.client_factory.override(replicas)
     sessions = SessionKeys(settings.affinity.header, settings.affinity.use_user_field)
     return create_router_app(
-        container.router(), health_interval_s=60, cascades=container.cascades(), sessions=sessions
+        container.router(),
+        health_interval_s=60,
+        cascades=container.cascades(),
+        sessions=sessions,
+        admin_keys=admin_keys,
     )
 
 
@@ -281,3 +285,43 @@ def test_without_affinity_a_session_key_pins_nothing(replicas: FakeReplicas) -> 
     with TestClient(app(replicas)) as client:
         seen = {replica_of(client, user="alice")[0] for _ in range(4)}
     assert seen == {"large-1", "large-2"}
+
+
+def test_admin_adds_an_expert_on_an_adapter_and_routes_to_it(replicas: FakeReplicas) -> None:
+    """An expert added at run time (a replica whose model is a LoRA adapter a server loaded)
+    is a model at once, gets its keywords' queries, and can be removed again."""
+    admin = {"Authorization": "Bearer root"}
+    with TestClient(app(replicas, admin_keys=("root",))) as client:
+        expert = {
+            "name": "sql", "keywords": {"sql": 2.0, "join": 1.0},
+            "cost": {"prompt": 0.3, "completion": 0.3},
+            "replicas": [{"name": "sql-1", "url": "http://adapters/v1", "model": "sql-lora"}],
+        }  # fmt: skip
+        assert client.post("/router/experts", json=expert).status_code == 401
+        added = client.post("/router/experts", json=expert, headers=admin)
+        assert added.status_code == 201, added.text
+        assert added.json()["replicas"][0]["model"] == "sql-lora"
+        assert "sql" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        routed = client.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "a sql join"}]},
+        )
+        assert routed.headers["x-largeforge-expert"] == "sql"
+        path, body = replicas.clients["sql-1"].received[-1]
+        assert body["model"] == "sql-lora"  # the adapter's id on the replica
+        taken = client.post("/router/experts", json=expert, headers=admin)
+        assert taken.status_code == 400
+        bad = client.post("/router/experts", json={"name": "x", "weight": -1}, headers=admin)
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "weight"
+        assert client.delete("/router/experts/small", headers=admin).status_code == 400  # a step
+        assert client.delete("/router/experts/large", headers=admin).status_code == 400  # default
+        assert client.delete("/router/experts/nope", headers=admin).status_code == 404
+        assert client.delete("/router/experts/sql", headers=admin).status_code == 200
+        assert replicas.clients["sql-1"].closed
+        assert "sql" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        again = client.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "a sql join"}]},
+        )
+        assert again.headers["x-largeforge-expert"] == "large"  # the default once more

@@ -25,7 +25,6 @@ from largeforge.domain.cascade import (
     CascadeTrace,
     CheckKind,
     Exhausted,
-    ExpertCost,
     StepOutcome,
     Verdict,
     answers_of,
@@ -72,18 +71,16 @@ class CascadeService:
         self,
         router: RouterService,
         cascades: Sequence[Cascade],
-        costs: Mapping[str, ExpertCost] | None = None,
     ) -> None:
         self.router = router
         self.cascades = {c.name: c for c in cascades}
-        self.costs = dict(costs or {})
         check_cascades(cascades, router.manager.experts, router.name)
 
     def cost(self, expert: str, usage: Mapping[str, Any] | None) -> float:
         """What `usage` cost on `expert` (0 when it has no cost or no usage came back)."""
-        if not usage:
+        if not usage or expert not in self.router.manager.policy.names:
             return 0.0
-        price = self.costs.get(expert, ExpertCost())
+        price = self.router.manager.policy.expert(expert).cost
         return price.of(
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         )

@@ -14,7 +14,7 @@ from largeforge.application.ports import ExpertClient
 from largeforge.domain.circuit_breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from largeforge.domain.errors import ConfigError, ReplicaError
 from largeforge.domain.load_balancing import Replica
-from largeforge.domain.routing import ReplicaSpec, RoutingPolicy
+from largeforge.domain.routing import Expert, ReplicaSpec, RoutingPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +137,24 @@ class ExpertManager:
         self._replicas[expert].append(handle)
         log.info("replica_added", expert=expert, replica=spec.name)
         return handle
+
+    def add_expert(self, expert: Expert) -> None:
+        """Route to a new expert too, with its replicas (`ConfigError` if the name is taken)."""
+        self.policy = self.policy.with_expert(expert)
+        self._replicas[expert.name] = []
+        for spec in expert.replicas:
+            self.add_replica(expert.name, spec)
+        log.info("expert_added", expert=expert.name, replicas=len(expert.replicas))
+
+    async def remove_expert(self, name: str) -> None:
+        """Stop routing to an expert (not the default one): its replicas are drained, their
+        requests in flight finish, then it is forgotten."""
+        self._known(name)
+        self.policy = self.policy.without_expert(name)
+        for handle in list(self._replicas[name]):
+            await self.remove_replica(name, handle.name)
+        del self._replicas[name]
+        log.info("expert_removed", expert=name)
 
     def drain(self, expert: str, name: str, draining: bool = True) -> ReplicaHandle:
         """Stop (or resume) new requests to a replica; requests in flight finish."""

@@ -26,7 +26,14 @@ from largeforge.domain.errors import (
     ReplicaError,
 )
 from largeforge.domain.load_balancing import BalancingStrategy, choose_replica
-from largeforge.domain.routing import ReplicaSpec, RouteDecision, RouteStage, query_text
+from largeforge.domain.routing import (
+    Expert,
+    ReplicaSpec,
+    RouteDecision,
+    RouteStage,
+    RoutingPolicy,
+    query_text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -69,11 +76,14 @@ class RouterService:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         pins: SessionPins | None = None,
+        classifier_for: Callable[[RoutingPolicy], QueryClassifier] | None = None,
     ) -> None:
         """`pins` turns session affinity on: a request with a session key goes to the replica
-        its session is pinned to while that replica admits it."""
+        its session is pinned to while that replica admits it. `classifier_for` builds the
+        classifier again when experts are added or removed at run time."""
         self.name = name
         self.pins = pins
+        self._classifier_for = classifier_for
         self.classifier = classifier
         self.manager = manager
         self.strategy = strategy
@@ -130,6 +140,30 @@ class RouterService:
             return self.manager.add_replica(expert, spec).describe()
         except (ConfigError, TypeError, ValueError) as exc:
             raise InvalidRequestError(str(exc)) from None
+
+    async def add_expert(self, expert: Expert) -> dict[str, Any]:
+        """Admin: route to a new expert (e.g. a LoRA adapter a server loaded at run time: a
+        replica whose `model` is the adapter's id). Its keywords and examples join the
+        classifier, which is built again off the event loop."""
+        if expert.name == self.name:
+            raise ConfigError(f"'{expert.name}' is the router's own name")
+        self.manager.add_expert(expert)
+        try:
+            await self._reclassify()
+        except BaseException:
+            await self.manager.remove_expert(expert.name)
+            raise
+        return next(e for e in self.manager.describe() if e["name"] == expert.name)
+
+    async def remove_expert(self, name: str) -> None:
+        """Admin: stop routing to an expert; its requests in flight finish first."""
+        await self.manager.remove_expert(name)
+        await self._reclassify()
+
+    async def _reclassify(self) -> None:
+        if self._classifier_for is None:
+            raise ConfigError("this router cannot change its experts at run time")
+        self.classifier = await asyncio.to_thread(self._classifier_for, self.manager.policy)
 
     def drain(self, expert: str, name: str, draining: bool = True) -> dict[str, Any]:
         """Admin: stop (or resume) new requests to a replica. `ConfigError` when unknown."""

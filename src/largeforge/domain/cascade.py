@@ -143,17 +143,6 @@ class StepOutcome:
 
 
 @dataclass(frozen=True)
-class ExpertCost:
-    """What an expert costs per 1000 prompt and completion tokens (any currency)."""
-
-    prompt: float = 0.0
-    completion: float = 0.0
-
-    def of(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1000.0
-
-
-@dataclass(frozen=True)
 class CascadeTrace:
     """Every step tried, in order; the last one answered (or exhausted the cascade)."""
 

@@ -49,6 +49,17 @@ class ReplicaSpec:
 
 
 @dataclass(frozen=True)
+class ExpertCost:
+    """What an expert costs per 1000 prompt and completion tokens (any currency)."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+
+    def of(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1000.0
+
+
+@dataclass(frozen=True)
 class Expert:
     """A specialised model: what it is for, the words and examples that point to it."""
 
@@ -59,6 +70,7 @@ class Expert:
     replicas: tuple[ReplicaSpec, ...] = ()
     threshold: float | None = None  # embedding similarity needed to route here
     weight: float = 1.0  # multiplies the expert's scores (a prior)
+    cost: ExpertCost = ExpertCost()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -72,6 +84,8 @@ class Expert:
                 )
         if self.weight <= 0:
             raise ConfigError(f"expert '{self.name}': weight must be > 0, got {self.weight}")
+        if self.cost.prompt < 0 or self.cost.completion < 0:
+            raise ConfigError(f"expert '{self.name}': costs must be >= 0")
         names = [r.name for r in self.replicas]
         if len(set(names)) != len(names):
             raise ConfigError(f"expert '{self.name}': replica names must be unique: {names}")
@@ -116,6 +130,16 @@ class RoutingPolicy:
         """The embedding similarity an expert needs."""
         own = self.expert(name).threshold
         return self.embedding_threshold if own is None else own
+
+    def with_expert(self, expert: Expert) -> RoutingPolicy:
+        """A copy with `expert` added (`ConfigError` if its name is taken)."""
+        return replace(self, experts=(*self.experts, expert))
+
+    def without_expert(self, name: str) -> RoutingPolicy:
+        """A copy without expert `name` (`ConfigError` for the default expert)."""
+        if name == self.default_expert:
+            raise ConfigError(f"'{name}' is the default expert: it cannot be removed")
+        return replace(self, experts=tuple(e for e in self.experts if e.name != name))
 
     def with_thresholds(self, thresholds: Mapping[str, float]) -> RoutingPolicy:
         """A copy with per-expert embedding thresholds (from calibration)."""

@@ -261,6 +261,10 @@ class NewReplica(BaseModel):
     api_key: str | None = None
 
 
+class RemovedExpert(_Closed):
+    removed: str
+
+
 class Removed(_Closed):
     removed: str
     expert: str

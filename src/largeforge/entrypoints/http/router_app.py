@@ -10,9 +10,12 @@ from typing import Any
 
 import structlog
 from litestar import Litestar, Request, Response, Router, delete, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
 from litestar.response import Stream
+from pydantic import ValidationError
 
 from largeforge.application.cascade import CascadeReply, CascadeService
 from largeforge.application.router import Chunks, Routed, RouterService
@@ -25,11 +28,18 @@ from largeforge.domain.errors import (
 )
 from largeforge.domain.routing import RouteDecision
 from largeforge.entrypoints.http import router_openapi as doc
-from largeforge.entrypoints.http.app import _json, _until_disconnect, api_key_guards, openapi_config
+from largeforge.entrypoints.http.app import (
+    Guard,
+    _json,
+    _until_disconnect,
+    api_key_guards,
+    openapi_config,
+)
 from largeforge.entrypoints.http.errors import EXCEPTION_HANDLERS, describe
 from largeforge.entrypoints.http.responses import DONE, sse
 from largeforge.entrypoints.http.router_metrics import RouterMetrics
 from largeforge.entrypoints.http.schemas import error_body
+from largeforge.routing_config import ExpertSettings, RouterSettings
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +133,52 @@ async def completions(request: Request[Any, Any, Any], state: State) -> Response
 def experts(state: State) -> dict[str, Any]:
     """Experts, replicas, breaker states, outstanding requests and latency."""
     return _routing(state).service.describe()
+
+
+@post("/experts", status_code=201, operation_class=doc.ADD_EXPERT)
+async def add_expert(request: Request[Any, Any, Any], state: State) -> Any:
+    """Admin: route to a new expert (the router file's expert entry, e.g. with a replica whose
+    `model` is a LoRA adapter a server loaded at run time)."""
+    routing = _admin(state)
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("expected a JSON object describing the expert")
+    try:
+        expert = RouterSettings.expert(ExpertSettings.model_validate(body))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidRequestError(f"{where}: {error['msg']}", param=where or None) from None
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    if expert.name in routing.service.models() or (
+        routing.cascades is not None and expert.name in routing.cascades.cascades
+    ):
+        raise InvalidRequestError(f"the name '{expert.name}' is taken", param="name")
+    try:
+        return await routing.service.add_expert(expert)
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
+@delete("/experts/{expert:str}", status_code=200, operation_class=doc.REMOVE_EXPERT)
+async def remove_expert(expert: str, state: State) -> dict[str, Any]:
+    """Admin: stop routing to an expert; its requests in flight finish first."""
+    routing = _admin(state)
+    if expert not in routing.service.manager.experts:
+        raise HTTPException(status_code=404, detail=f"no expert '{expert}'")
+    users = [
+        c.name
+        for c in (routing.cascades.cascades.values() if routing.cascades else ())
+        if any(s.target == expert or any(k.judge == expert for k in s.checks) for s in c.steps)
+    ]
+    if users:
+        raise InvalidRequestError(f"expert '{expert}' is a step of cascade {', '.join(users)}")
+    try:
+        await routing.service.remove_expert(expert)
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    return {"removed": expert}
 
 
 @post("/experts/{expert:str}/replicas", status_code=201, operation_class=doc.ADD_REPLICA)
@@ -348,6 +404,19 @@ async def _sse(chunks: Chunks, timer: Any) -> AsyncIterator[bytes]:
     yield DONE
 
 
+def _by_method(reads: Sequence[Guard], changes: Sequence[Guard]) -> Guard:
+    """One guard for a path with both: GET and HEAD pass `reads`, other methods `changes`."""
+
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        method = connection.scope.get("method", "GET")
+        for check in reads if method in ("GET", "HEAD") else changes:
+            await check(connection, handler)
+
+    return guard
+
+
 def create_router_app(
     service: RouterService,
     *,
@@ -382,14 +451,21 @@ def create_router_app(
         route_handlers=[list_models, chat_completions, completions],
         guards=api_key_guards(api_keys),
     )
-    admin = Router(
+    admin = Router(  # reads (GET) take the client keys, changes the admin keys
         path="/router",
-        route_handlers=[add_replica, remove_replica, drain_replica, resume_replica],
-        guards=api_key_guards(admin_keys),
+        route_handlers=[
+            experts,
+            add_expert,
+            remove_expert,
+            add_replica,
+            remove_replica,
+            drain_replica,
+            resume_replica,
+        ],
+        guards=[_by_method(api_key_guards(api_keys), api_key_guards(admin_keys))],
     )
-    view = Router(path="/router", route_handlers=[experts], guards=api_key_guards(api_keys))
     return Litestar(
-        route_handlers=[health, metrics, v1, view, admin],
+        route_handlers=[health, metrics, v1, admin],
         openapi_config=openapi_config("LargeForge router", "The OpenAI API in front of experts."),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

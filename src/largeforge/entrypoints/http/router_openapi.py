@@ -9,6 +9,7 @@ from __future__ import annotations
 from largeforge.entrypoints.http import openapi_models as models
 from largeforge.entrypoints.http.openapi import answer, completion, documented
 from largeforge.entrypoints.http.schemas import ChatCompletionBody, CompletionBody
+from largeforge.routing_config import ExpertSettings
 
 ROUTED_ERRORS = (400, 401, 404, 413, 503, "4XX")
 ADMIN_ERRORS = (401, 403, 404)
@@ -49,4 +50,13 @@ REMOVE_REPLICA = documented(
 )
 REPLICA_STATE = documented(
     {200: answer("The replica's new state.", models.Replica)}, errors=ADMIN_ERRORS
+)
+ADD_EXPERT = documented(
+    {201: answer("The expert was added; its replicas and their state.", models.Expert)},
+    errors=(400, *ADMIN_ERRORS, 413),
+    request=ExpertSettings,
+)
+REMOVE_EXPERT = documented(
+    {200: answer("The expert was drained and removed.", models.RemovedExpert)},
+    errors=(400, *ADMIN_ERRORS),
 )
