@@ -104,6 +104,7 @@ def test_tokenize_messages_renders_the_tools(
         ({"prompt": "a", "add_special_tokens": "yes"}, "add_special_tokens"),
         ({"prompt": "a", "chat_template": "{{x}}"}, "chat_template"),
         ({}, "prompt"),
+        ({"model": "", "prompt": "a"}, "model"),  # not a model id; null picks the default
     ],
 )  # fmt: skip
 def test_tokenize_refuses_what_it_cannot_honour(
@@ -120,6 +121,7 @@ def test_detokenize_reads_back_the_tokens_with_special_tokens(
     eos = client.post("/detokenize", json={"model": "fake-model", "tokens": [0]})
     assert eos.json() == {"prompt": "<eos>"}  # kept, as vLLM keeps them
     assert client.post("/detokenize", json={"tokens": []}).json() == {"prompt": ""}
+    assert_openai_error(client.post("/detokenize", json={"model": "", "tokens": []}), 400, "model")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from largeforge.entrypoints.http.openapi import json_schema
 from largeforge.entrypoints.http.schemas import ChatMessageIn, Int, _Body, _FieldError, parse_body
 from largeforge.entrypoints.http.tool_schemas import ToolIn
 
-MODEL_FIELD = Field(None, description="a served model id; default: the base model")
+MODEL_FIELD = Field(None, min_length=1, description="a served model id; default: the base model")
 TOKEN_STRS_FIELD = Field(False, description="also answer each token's vocabulary entry")
 
 
