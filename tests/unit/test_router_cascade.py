@@ -307,7 +307,7 @@ def test_admin_adds_an_expert_on_an_adapter_and_routes_to_it(replicas: FakeRepli
             json={"model": "auto", "messages": [{"role": "user", "content": "a sql join"}]},
         )
         assert routed.headers["x-largeforge-expert"] == "sql"
-        path, body = replicas.clients["sql-1"].received[-1]
+        _path, body = replicas.clients["sql-1"].received[-1]
         assert body["model"] == "sql-lora"  # the adapter's id on the replica
         taken = client.post("/router/experts", json=expert, headers=admin)
         assert taken.status_code == 400
