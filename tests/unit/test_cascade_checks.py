@@ -217,3 +217,13 @@ def test_a_good_cascade_reads_back() -> None:
     (cascade,) = settings.cascade_list()
     assert [s.target for s in cascade.steps] == ["small", "auto"]
     assert cascade.needs_logprobs
+
+
+def test_the_cascade_example_reads() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "examples" / "router" / "cascade.yaml"
+    settings = load_router_settings(example)
+    (cascade,) = settings.cascade_list()
+    assert [s.target for s in cascade.steps] == ["small", "large"]
+    assert settings.affinity.enabled
