@@ -317,20 +317,23 @@ async def _cascade(
 ) -> Response[Any]:
     assert routing.cascades is not None
     session = routing.sessions.of(request, body)
+    timer = routing.metrics.timer(cascade.steps[0].target)
     try:
         reply = await _until_disconnect(
             request, routing.cascades.run(cascade, body, messages, session)
         )
     except ReplicaError as exc:  # the request itself was refused: pass it on
+        timer.failed()
         if exc.body is not None and exc.status is not None:
             return Response(exc.body, status_code=exc.status)
         raise
     except CascadeExhaustedError as exc:
+        timer.failed()
         routing.metrics.exhausted(exc.cascade)
         raise
+    timer.routed(reply.routed)
+    timer.done()  # the cost is counted per step by `cascaded`
     routing.metrics.cascaded(reply.trace)
-    if reply.routed.moved_from is not None:
-        routing.metrics.session_moves.labels(reply.routed.expert).inc()
     headers = _cascade_headers(reply)
     if reply.chunks is not None:
         return Stream(
