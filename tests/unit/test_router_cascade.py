@@ -325,3 +325,19 @@ def test_admin_adds_an_expert_on_an_adapter_and_routes_to_it(replicas: FakeRepli
             json={"model": "auto", "messages": [{"role": "user", "content": "a sql join"}]},
         )
         assert again.headers["x-largeforge-expert"] == "large"  # the default once more
+
+
+def test_a_step_may_be_the_whole_route(replicas: FakeReplicas) -> None:
+    """A step named after the router is classified like `model: auto` (here by keywords)."""
+    experts = config()["experts"]
+    experts[0] = {**experts[0], "keywords": {"sum": 1.0}}
+    routed = {"name": "routed", "steps": [
+        {"expert": "auto", "checks": [{"kind": "regex", "pattern": "^never$"}]},
+        {"expert": "large"}]}  # fmt: skip
+    with TestClient(app(replicas, experts=experts, cascades=[routed])) as client:
+        body = {"model": "routed", "messages": [{"role": "user", "content": "the sum of 2 and 2"}]}
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    reason = response.headers["x-largeforge-cascade-reason"]
+    assert reason.startswith("1:small: regex: no match")  # the route chose small for step 1
+    assert response.headers["x-largeforge-expert"] == "large"
