@@ -163,6 +163,14 @@ def test_prompt_over_the_context_window_is_400(client: TestClient[Any]) -> None:
     assert "64" in error["message"]
 
 
+@pytest.mark.parametrize("prompt", ["", " ", ["a", ""]])
+def test_a_prompt_without_tokens_is_400(client: TestClient[Any], prompt: Any) -> None:
+    """No engine can continue nothing (vLLM refuses it too); the fuzzer found the 500."""
+    body = {"model": "fake-model", "prompt": prompt, "echo": True, "logprobs": 2}
+    error = assert_openai_error(client.post("/v1/completions", json=body), 400, "prompt")
+    assert error["message"] == "the prompt has no tokens"
+
+
 def test_unknown_model_is_404(client: TestClient[Any]) -> None:
     response = client.post("/v1/chat/completions", json=chat_body(model="gpt-4"))
     error = assert_openai_error(response, 404, "model")

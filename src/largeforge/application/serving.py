@@ -264,6 +264,8 @@ class TextGeneration:
         engine, adapter = self._route(request.model)
         prompt = request.prompt
         ids = tuple(engine.tokenize(prompt)) if isinstance(prompt, str) else tuple(prompt)
+        if not ids:
+            raise InvalidRequestError("the prompt has no tokens", param="prompt")
         if any(not 0 <= i < engine.vocab_size for i in ids):
             raise InvalidRequestError(
                 f"prompt token ids must be in [0, {engine.vocab_size})", param="prompt"
