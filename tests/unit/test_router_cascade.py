@@ -166,6 +166,19 @@ def test_on_exhausted_last_sends_the_last_answer_with_its_failed_check(
     assert "2:large: logprob: mean -5.000 < -1" in response.headers["x-largeforge-cascade-reason"]
 
 
+def test_on_exhausted_last_names_the_step_whose_answer_it_sends(
+    client: TestClient[Any], replicas: FakeReplicas
+) -> None:
+    replicas.script("small-1").logprobs = [-5.0]
+    for name in ("large-1", "large-2"):
+        replicas.script(name).down = True
+    response = client.post("/v1/chat/completions", json=ask("sure"))
+    assert response.status_code == 200
+    assert response.headers["x-largeforge-cascade-step"] == "1"  # small's answer, not step 2's
+    assert response.headers["x-largeforge-expert"] == "small"
+    assert "2:large: unavailable" in response.headers["x-largeforge-cascade-reason"]
+
+
 def test_an_unavailable_step_is_escalated_past(
     client: TestClient[Any], replicas: FakeReplicas
 ) -> None:

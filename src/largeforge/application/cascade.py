@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -54,6 +54,7 @@ class CascadeReply:
     routed: Routed
     payload: dict[str, Any]
     chunks: tuple[dict[str, Any], ...] | None = None
+    step: int = 1  # the step whose answer this is (1-based)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class _StepAnswer:
     payload: dict[str, Any]
     chunks: tuple[dict[str, Any], ...] | None
     cost: float
+    step: int = 0
 
 
 class CascadeService:
@@ -101,7 +103,7 @@ class CascadeService:
         for number, step in enumerate(cascade.steps, 1):
             decision = self.router.decide(step.target, messages)
             try:
-                answer = await self._ask(forwarded, decision, session)
+                answer = replace(await self._ask(forwarded, decision, session), step=number)
             except (NoReplicaAvailableError, ReplicaError) as exc:
                 if isinstance(exc, ReplicaError) and exc.is_client_error:
                     raise
@@ -215,7 +217,7 @@ class CascadeService:
             chunks = tuple(c for c in chunks if c.get("choices") or c.get("usage"))
         elif not body.get("logprobs"):
             payload["choices"] = [{**c, "logprobs": None} for c in payload.get("choices", [])]
-        return CascadeReply(trace, answer.routed, payload, chunks)
+        return CascadeReply(trace, answer.routed, payload, chunks, answer.step)
 
 
 def _forwarded(cascade: Cascade, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -116,7 +116,7 @@ async def evaluate_cascade(
         answer: dict[str, Any] | None
         try:
             reply = await service.run(cascade, body, messages, on_step=on_step)
-            answer, step, cost = reply.payload, reply.trace.outcomes[-1].step, reply.trace.cost
+            answer, step, cost = reply.payload, reply.step, reply.trace.cost
             if not reply.trace.answered:  # on_exhausted: last
                 step = 0
         except CascadeExhaustedError as exc:
