@@ -292,11 +292,10 @@ def _headers(routed: Routed) -> dict[str, str]:
 
 def _cascade_headers(reply: CascadeReply) -> dict[str, str]:
     trace = reply.trace
-    answered = trace.outcomes[-1]
     return {
         **_headers(reply.routed),
         "x-largeforge-cascade": trace.cascade,
-        "x-largeforge-cascade-step": str(answered.step),
+        "x-largeforge-cascade-step": str(reply.step),
         "x-largeforge-cascade-reason": _latin1(" | ".join(o.describe() for o in trace.outcomes)),
         "x-largeforge-cascade-cost": f"{trace.cost:.6f}",
     }
