@@ -127,11 +127,15 @@ class CascadeService:
         raise CascadeExhaustedError(cascade.name, steps, trace.cost)
 
     async def answer_at(
-        self, cascade: Cascade, number: int, body: Mapping[str, Any]
+        self,
+        cascade: Cascade,
+        number: int,
+        body: Mapping[str, Any],
+        messages: Sequence[tuple[str, str]],
     ) -> tuple[dict[str, Any], float]:
-        """Step `number`'s (1-based) answer to `body`, unchecked, and what it cost."""
+        """Step `number`'s (1-based) answer to `body` (its (role, text) `messages` route a
+        whole-route step), unchecked, and what it cost."""
         step = cascade.steps[number - 1]
-        messages = [(str(m.get("role")), str(m.get("content") or "")) for m in body["messages"]]
         decision = self.router.decide(step.target, messages)
         answer = await self._ask(_forwarded(cascade, {**body, "stream": False}), decision, None)
         return answer.payload, answer.cost

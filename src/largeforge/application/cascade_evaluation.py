@@ -126,7 +126,7 @@ async def evaluate_cascade(
         ran.by_step[step] += 1
         for score, number in ((smallest, 1), (largest, last)):
             if number not in seen:
-                seen[number] = await service.answer_at(cascade, number, body)
+                seen[number] = await service.answer_at(cascade, number, body, messages)
             payload, spent = seen[number]
             right.append(case.correct(payload))
             _score(score, right[-1], spent)

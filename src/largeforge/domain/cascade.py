@@ -91,6 +91,12 @@ class CascadeStep:
     target: str
     checks: tuple[CascadeCheck, ...] = ()
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every expert (or route) the step asks: its target, then its judges."""
+        judges = (c.judge for c in self.checks if c.kind is CheckKind.JUDGE)
+        return (self.target, *judges)
+
 
 @dataclass(frozen=True)
 class Cascade:
@@ -107,6 +113,10 @@ class Cascade:
     @property
     def needs_logprobs(self) -> bool:
         return any(c.needs_logprobs for s in self.steps for c in s.checks)
+
+    def uses(self, name: str) -> bool:
+        """Whether any step asks expert (or route) `name`, as its target or its judge."""
+        return any(name in step.names for step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -171,8 +181,7 @@ def check_cascades(cascades: Sequence[Cascade], experts: Sequence[str], route: s
             )
         seen.add(cascade.name)
         for number, step in enumerate(cascade.steps, 1):
-            judges = [c.judge for c in step.checks if c.kind is CheckKind.JUDGE]
-            for target in (step.target, *judges):
+            for target in step.names:
                 if target not in known:
                     raise ConfigError(
                         f"cascade '{cascade.name}' step {number}: '{target}' is not an expert "

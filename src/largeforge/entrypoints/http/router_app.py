@@ -167,11 +167,8 @@ async def remove_expert(expert: str, state: State) -> dict[str, Any]:
     routing = _admin(state)
     if expert not in routing.service.manager.experts:
         raise HTTPException(status_code=404, detail=f"no expert '{expert}'")
-    users = [
-        c.name
-        for c in (routing.cascades.cascades.values() if routing.cascades else ())
-        if any(s.target == expert or any(k.judge == expert for k in s.checks) for s in c.steps)
-    ]
+    cascades = routing.cascades.cascades.values() if routing.cascades else ()
+    users = [c.name for c in cascades if c.uses(expert)]
     if users:
         raise InvalidRequestError(f"expert '{expert}' is a step of cascade {', '.join(users)}")
     try:
